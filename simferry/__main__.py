@@ -1,0 +1,3 @@
+from simferry.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,318 @@
+"""The ``simferry`` command.
+
+Flags of launchers and transports are generated from their pydantic config classes, so a
+new plug-in gets its flags (and its entry in ``doctor``) without this file changing.
+Expected failures print one sentence and exit non-zero; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from pydantic import BaseModel
+
+from simferry import plugins
+from simferry.config import RunConfig, WorkloadConfig, build, load_config
+from simferry.errors import Interrupted, SimferryError, UsageError
+
+ALIASES = {"num_sims": ["--num_sims"], "grid_size": ["--grid_size"]}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"simferry: error: {message}; see '{self.prog} --help'.\n")
+        raise SystemExit(2)
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _unwrap(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return annotation
+
+
+def add_model_flags(
+    parser: argparse._ActionsContainer, model: type[BaseModel], seen: set[str]
+) -> None:
+    """One flag per config field; values stay strings so pydantic validates them."""
+    for name, info in model.model_fields.items():
+        flag = _flag(name)
+        if name == "name" or flag in seen:
+            continue
+        seen.add(flag)
+        ann = _unwrap(info.annotation)
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": (info.description or "")
+            + ("" if info.default is None else f" (default: {info.default})"),
+        }
+        if ann is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            if typing.get_origin(ann) is Literal:
+                kwargs["choices"] = [str(c) for c in typing.get_args(ann)]
+            kwargs["metavar"] = name.upper()
+        parser.add_argument(flag, *ALIASES.get(name, []), **kwargs)
+
+
+def add_run_flags(p: argparse.ArgumentParser, compare: bool = False) -> None:
+    seen: set[str] = set()
+    g = p.add_argument_group("workload")
+    add_model_flags(g, WorkloadConfig, seen)
+    g = p.add_argument_group("launcher")
+    g.add_argument(
+        "--launcher",
+        default=argparse.SUPPRESS,
+        help="who starts processes: "
+        + ", ".join(sorted(plugins.launchers()))
+        + " (default: local)",
+    )
+    for cls in plugins.launchers().values():
+        add_model_flags(g, cls, seen)
+    g = p.add_argument_group("transport")
+    if compare:
+        g.add_argument(
+            "--transports",
+            default=None,
+            help="comma-separated transports to compare (default: every one usable here)",
+        )
+    else:
+        g.add_argument(
+            "--transport",
+            default=argparse.SUPPRESS,
+            help="how data travels: "
+            + ", ".join(sorted(plugins.transports()))
+            + " (default: filesystem)",
+        )
+    for tcls in plugins.transports().values():
+        add_model_flags(g, tcls, seen)
+    p.add_argument(
+        "--runs-dir", default=argparse.SUPPRESS, help="where run directories go (default: runs)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    if not compare:
+        p.add_argument(
+            "--config", type=Path, help="a config.toml to start from (flags override it)"
+        )
+
+
+def _split(values: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    return {k: values.pop(k) for k in list(values) if k in model.model_fields and k != "name"}
+
+
+def config_from_args(args: argparse.Namespace, transport: str | None = None) -> RunConfig:
+    values = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in {"command", "func", "quiet", "config", "transports"}
+    }
+    base: dict[str, Any] = {"workload": {}, "launcher": {}, "transport": {}}
+    if getattr(args, "config", None):
+        loaded = load_config(args.config).dump()
+        base = {k: dict(loaded[k]) for k in ("workload", "launcher", "transport")}
+        base["runs_dir"] = loaded["runs_dir"]
+    launcher = values.pop("launcher", base["launcher"].get("name", "local"))
+    tname = transport or values.pop("transport", base["transport"].get("name", "filesystem"))
+    if launcher != base["launcher"].get("name", launcher):
+        base["launcher"] = {}
+    if tname != base["transport"].get("name", tname):
+        base["transport"] = {}
+    lcls = plugins.launcher_config_class(launcher)
+    tcls = plugins.transport_config_class(tname)
+    base["workload"].update(_split(values, WorkloadConfig))
+    base["launcher"].update(_split(values, lcls), name=launcher)
+    base["transport"].update(_split(values, tcls), name=tname)
+    if "runs_dir" in values:
+        base["runs_dir"] = values.pop("runs_dir")
+    if values and transport is None:
+        flags = ", ".join(_flag(k) for k in values)
+        raise UsageError(
+            f"{flags} does not apply to the {launcher} launcher with the {tname} transport; "
+            "remove it or choose the launcher/transport it belongs to."
+        )
+    return build(**base)
+
+
+def _progress(args: argparse.Namespace, label: str = "") -> Any:
+    from simferry.progress import make_progress
+
+    return make_progress(label, quiet=args.quiet)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from simferry.records import read_summary
+    from simferry.report import TABLE_HEADER, markdown_table, table_rows
+    from simferry.workflow import execute
+
+    cfg = config_from_args(args)
+    run_dir = execute(cfg, _progress(args))
+    summary = read_summary(run_dir)
+    print(markdown_table(TABLE_HEADER, table_rows([summary])), end="")
+    verified = summary.get("verified_samples", {})
+    expected = summary["samples_expected"]
+    if sorted(set(verified.values())) == [expected]:
+        print(f"{expected} samples verified by each of {len(verified)} trainer(s)")
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from simferry.records import make_run_dir, read_summary
+    from simferry.report import write_table
+    from simferry.workflow import execute, implementation
+
+    console = Console(stderr=True)
+    names = (
+        [t.strip() for t in args.transports.split(",") if t.strip()]
+        if args.transports
+        else list(plugins.transports())
+    )
+    for n in names:
+        plugins.transport_config_class(n)  # unknown names fail before anything runs
+    configs = [config_from_args(args, transport=n) for n in names]
+    leftovers = {
+        k
+        for k in vars(args)
+        if k not in {"command", "func", "quiet", "transports", "launcher", "runs_dir"}
+        and not any(
+            k in c.workload.model_fields
+            or k in c.launcher.model_fields
+            or k in c.transport.model_fields
+            for c in configs
+        )
+    }
+    if leftovers:
+        raise UsageError(
+            f"{', '.join(_flag(k) for k in leftovers)} does not apply to any transport compared."
+        )
+    out = make_run_dir(configs[0].runs_dir, "compare")
+    summaries: list[dict[str, Any]] = []
+    failed = 0
+    for cfg in configs:
+        label = implementation(cfg)
+        allowed = cfg.transport.launchers
+        reason = cfg.transport.unavailable_reason() or cfg.launcher.unavailable_reason()
+        if allowed is not None and cfg.launcher.name not in allowed:
+            reason = f"needs --launcher {' or '.join(allowed)}"
+        if reason:
+            console.print(f"[yellow]skipping {label}: {reason}[/]")
+            summaries.append({"implementation": label, "status": "skipped", "error": reason})
+            continue
+        console.print(f"[bold]{label}[/]")
+        try:
+            run_dir = execute(cfg, _progress(args, f"{cfg.transport.name} "), parent=out)
+            summaries.append(read_summary(run_dir))
+        except Interrupted:
+            raise
+        except SimferryError as exc:
+            failed += 1
+            console.print(f"[red]{label} failed: {exc}[/]")
+            summaries.append({"implementation": label, "status": "failed", "error": str(exc)})
+    print(write_table(summaries, out), end="")
+    print(f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}")
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from simferry.report import load_summaries, write_table
+
+    dirs = find_run_dirs(args.run_dirs)
+    if not dirs:
+        raise UsageError("No run directories (with a summary.json) found in the paths given.")
+    out = args.out or (args.run_dirs[0] if len(args.run_dirs) == 1 else Path("."))
+    out.mkdir(parents=True, exist_ok=True)
+    print(write_table(load_summaries(dirs), out), end="")
+    print(f"written to {out}")
+    return 0
+
+
+def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for p in paths:
+        if not p.exists():
+            raise UsageError(f"{p} does not exist.")
+        if (p / "summary.json").exists():
+            found.append(p)
+        else:
+            found.extend(sorted(s.parent for s in p.rglob("summary.json")))
+    return found
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import shutil
+
+    from simferry.launchers.local import cpu_count, gpu_count
+    from simferry.transports.filesystem import gib
+
+    ok = True
+    print(f"cores: {cpu_count()}   GPUs: {gpu_count()}")
+    shm = Path("/dev/shm")
+    if shm.is_dir():
+        print(f"/dev/shm free: {gib(shutil.disk_usage(shm).free)}")
+    registries: list[tuple[str, dict[str, Any]]] = [
+        ("launcher", plugins.launchers()),
+        ("transport", plugins.transports()),
+    ]
+    for kind, registry in registries:
+        for name, cls in sorted(registry.items()):
+            try:
+                reason = cls(name=name).unavailable_reason()
+            except Exception as exc:  # a config that needs arguments to be built
+                reason = f"cannot check: {exc}"
+            print(f"{kind:9} {name:11} {'ok' if not reason else 'unavailable: ' + reason}")
+    if args.clean:
+        from simferry.cleanup import clean_stale
+
+        for path in clean_stale():
+            print(f"removed stale {path}")
+    return 0 if ok else 1
+
+
+def make_parser() -> Parser:
+    parser = Parser(prog="simferry", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p = sub.add_parser("run", help="run the workflow once with one launcher and transport")
+    add_run_flags(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("compare", help="run every usable transport on one config; print the table")
+    add_run_flags(p, compare=True)
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("report", help="table.md and results.csv from run directories")
+    p.add_argument("run_dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, help="output directory")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("doctor", help="what is installed and usable here")
+    p.add_argument("--clean", action="store_true", help="remove data left by killed runs")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # everything simferry creates is private to the user
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Interrupted as exc:
+        print(f"simferry: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("simferry: interrupted.", file=sys.stderr)
+        return 130
+    except SimferryError as exc:
+        print(f"simferry: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -1,0 +1,1 @@
+"""Launchers: who starts the simulation and trainer processes (one module each)."""

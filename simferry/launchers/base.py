@@ -1,0 +1,53 @@
+"""The Launcher Protocol: an Executor-like adapter over a process runtime.
+
+Where the resources come from (a provider), how processes start on them and what runs
+tasks stay inside each launcher module, as in Parsl; the workflow only submits
+functions to one of two roles and waits on ``concurrent.futures.Future``-like objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+Role = Literal["sim", "train"]
+
+
+class Launcher(Protocol):
+    name: str
+    #: Nodes the launcher spans (1 on a laptop).
+    nodes: int
+    #: GPUs visible to trainers (0 on CPU-only machines).
+    gpus: int
+    sim_workers: int
+    trainers: int
+    #: Seconds spent starting the runtime before the first task could run.
+    startup_s: float
+
+    def submit(self, role: Role, fn: Callable[..., Any], /, *args: Any) -> Future[Any]: ...
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Stop every process started; with ``cancel`` also kill running tasks (Ctrl-C)."""
+        ...
+
+
+class LauncherConfig(BaseModel):
+    """User-facing options of one launcher; subclasses are registered by ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    display: ClassVar[str] = ""
+
+    def unavailable_reason(self) -> str | None:
+        """Why this launcher cannot run here (missing package), else ``None``."""
+        return None
+
+    def node_count(self) -> int:
+        return 1
+
+    def start(self, num_sims: int, trainers: int | None, run_dir: Any) -> Launcher:
+        raise NotImplementedError

@@ -1,0 +1,166 @@
+"""Per-task measurements and the run directory they are written to.
+
+Reports read only these files and never re-run anything, so every number in a table can
+be traced to a record, a ``config.toml`` and the ``environment.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+IoPart = Literal["serialize", "transfer", "deserialize"]
+
+
+@dataclass
+class TaskRecord:
+    """One simulation or trainer task, as measured inside the worker (plus hand-offs)."""
+
+    kind: Literal["sim", "train"]
+    index: int
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    start: float = field(default_factory=time.time)
+    end: float = 0.0
+    #: Main-process timestamps: when the task was submitted and its result was usable.
+    submitted: float = 0.0
+    received: float = 0.0
+    serialize_s: float = 0.0
+    transfer_s: float = 0.0
+    deserialize_s: float = 0.0
+    bytes: int = 0
+    samples: int = 0
+    peak_rss: int = 0
+    attempt: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def io_s(self) -> float:
+        return self.serialize_s + self.transfer_s + self.deserialize_s
+
+    @contextlib.contextmanager
+    def io(self, part: IoPart = "transfer", nbytes: int = 0) -> Iterator[None]:
+        """Time a transport call; the sum of these is the task's IO time."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - t0
+            setattr(self, f"{part}_s", getattr(self, f"{part}_s") + elapsed)
+            self.bytes += nbytes
+
+    def finish(self) -> TaskRecord:
+        self.end = time.time()
+        self.peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["io_s"] = self.io_s
+        return data
+
+
+def utc_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def make_run_dir(parent: Path, label: str) -> Path:
+    """A new private directory ``<parent>/<UTC>-<label>`` (suffixed if taken this second)."""
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stamp = utc_stamp()
+    for n in range(1000):
+        path = parent / (f"{stamp}-{label}" if n == 0 else f"{stamp}-{label}-{n}")
+        try:
+            path.mkdir(mode=0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run directory under {parent}")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(gpus: int) -> dict[str, Any]:
+    """Where the numbers were measured: versions, host, cores, memory, GPUs."""
+    import psutil
+
+    packages = ["simferry", "numpy", "torch", "parsl", "dragonhpc", "redis", "pydantic"]
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cores": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "gpus": gpus,
+        "packages": {p: _version(p) for p in packages},
+        "time_utc": datetime.now(UTC).isoformat(),
+    }
+
+
+def drop_none(value: Any) -> Any:
+    """TOML has no null: omit unset options (they mean "default")."""
+    if isinstance(value, dict):
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_none(v) for v in value]
+    return value
+
+
+class RunDir:
+    """Writer of one run directory's files."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._records = open(path / "records.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        (self.path / "config.toml").write_text(tomli_w.dumps(drop_none(config)), encoding="utf-8")
+
+    def write_environment(self, env: dict[str, Any]) -> None:
+        write_json(self.path / "environment.json", env)
+
+    def record(self, rec: TaskRecord) -> None:
+        self._records.write(json.dumps(rec.to_json()) + "\n")
+        self._records.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.path / "summary.json", summary)
+
+    def close(self) -> None:
+        self._records.close()
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "records.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((run_dir / "summary.json").read_text()))

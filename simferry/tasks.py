@@ -1,0 +1,163 @@
+"""The functions that run inside worker processes: one simulation, one trainer.
+
+They receive small pickleable specs and a transport ``ClientSpec`` (never a live client)
+and return their ``TaskRecord`` with whatever the workflow must see: checksums from
+producers, verification counts and losses from trainers, and -- for pass-by-value only --
+the data itself.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from simferry.records import TaskRecord
+from simferry.transports.base import ClientSpec, SampleKey, WeightsKey
+from simferry.transports.exceptions import DataIntegrityError
+from simferry.workload.simulation import simulate
+
+#: (sim, step, checksum of input bytes followed by target bytes)
+ManifestEntry = tuple[int, int, int]
+
+
+def ignore_sigint() -> None:
+    """Pool initializer: Ctrl-C is handled once, by the main process, which stops workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def checksum(inp: np.ndarray, target: np.ndarray) -> int:
+    h = xxhash.xxh3_64()
+    h.update(np.ascontiguousarray(inp).data)
+    h.update(np.ascontiguousarray(target).data)
+    return h.intdigest()
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    sim: int
+    num_sims: int
+    grid_size: int
+    step_seconds: float
+
+
+@dataclass
+class SimResult:
+    record: TaskRecord
+    manifest: list[ManifestEntry]
+    payload: bytes | None = None
+
+
+def simulation_task(spec: SimSpec, client: ClientSpec) -> SimResult:
+    """Run one simulation, writing each step's input and target through the transport."""
+    rec = TaskRecord("sim", spec.sim)
+    transport = client.connect()
+    try:
+        manifest: list[ManifestEntry] = []
+        for s in simulate(spec.sim, spec.num_sims, spec.grid_size, spec.step_seconds):
+            items = [
+                (SampleKey(s.sim, s.step, "input"), s.input),
+                (SampleKey(s.sim, s.step, "target"), s.target),
+            ]
+            with rec.io("transfer", s.input.nbytes + s.target.nbytes):
+                transport.put_many(items)
+            manifest.append((s.sim, s.step, checksum(s.input, s.target)))
+            rec.samples += 1
+        payload = None
+        if getattr(transport, "by_value", False):
+            with rec.io("serialize"):
+                payload = transport.drain()  # type: ignore[attr-defined]
+        return SimResult(rec.finish(), manifest, payload)
+    finally:
+        transport.close()
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    trainer: int
+    trainers_here: int
+    grid_size: int
+    expected_samples: int
+    gpus: int = 0
+    seed: int | None = None
+
+
+@dataclass
+class TrainOutcome:
+    record: TaskRecord
+    verified: int
+    loss: float
+    steps: int
+    payload: bytes | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def check_manifest(manifest: list[ManifestEntry], expected: int, trainer: int) -> None:
+    ids = {(sim, step) for sim, step, _ in manifest}
+    if len(manifest) != expected or len(ids) != expected:
+        raise DataIntegrityError(
+            f"Trainer {trainer} was given {len(manifest)} samples ({len(ids)} distinct) but the "
+            f"run produces {expected}; samples were lost or duplicated."
+        )
+
+
+def trainer_task(
+    spec: TrainSpec,
+    client: ClientSpec,
+    manifest: list[ManifestEntry],
+    payloads: list[bytes] | None,
+    submitted: float,
+) -> TrainOutcome:
+    """Read and verify every sample, train one epoch, save the weights through the transport."""
+    rec = TaskRecord("train", spec.trainer)
+    from simferry.workload import training
+    from simferry.workload.model import flatten_weights
+
+    training.set_threads(spec.trainers_here)
+    if spec.gpus:
+        import torch
+
+        torch.cuda.set_device(spec.trainer % spec.gpus)
+    check_manifest(manifest, spec.expected_samples, spec.trainer)
+    transport = client.connect()
+    try:
+        if payloads is not None:
+            # Pass-by-value hand-off: from submission to this task starting with its data.
+            rec.transfer_s += max(0.0, rec.start - submitted)
+            with rec.io("deserialize"):
+                for blob in payloads:
+                    transport.load(blob)  # type: ignore[attr-defined]
+        buf = training.SampleBuffer(len(manifest), spec.grid_size)
+        for row, (sim, step, expected) in enumerate(manifest):
+            keys = [SampleKey(sim, step, "input"), SampleKey(sim, step, "target")]
+            # Reading includes landing the data in the float32 training buffer: memory-mapped
+            # transports only fault their pages in there, so this is where their IO happens.
+            with rec.io("transfer"):
+                inp, target = transport.get_many(keys)
+                buf.fill(row, inp, target)
+            rec.bytes += inp.nbytes + target.nbytes
+            if checksum(inp, target) != expected:
+                raise DataIntegrityError(
+                    f"Sample (sim {sim}, step {step}) read by trainer {spec.trainer} does not "
+                    "match the checksum its simulation recorded; the data was overwritten or "
+                    "corrupted in transit."
+                )
+            rec.samples += 1
+            del inp, target
+        result = training.train_epoch(spec.trainer, buf, spec.seed)
+        del buf
+        weights = flatten_weights(result.model)
+        with rec.io("transfer", weights.nbytes):
+            transport.put(WeightsKey(spec.trainer), weights)
+        payload = None
+        if payloads is not None:
+            with rec.io("serialize"):
+                payload = transport.drain()  # type: ignore[attr-defined]
+        rec.extra["loss"] = result.loss
+        rec.extra["train_steps"] = result.steps
+        return TrainOutcome(rec.finish(), rec.samples, result.loss, result.steps, payload)
+    finally:
+        transport.close()

@@ -1,0 +1,1 @@
+"""Transports: how the arrays travel from simulations to trainers (one module each)."""

@@ -1,0 +1,125 @@
+"""The Transport Protocol every data path implements, and what the workflow gives it.
+
+Like ProxyStore's Connector: a small Protocol, no behaviour in a base class. The process
+that starts a run calls ``TransportConfig.start`` and owns what that creates (directories,
+servers, shared memory); workers receive ``transport.config()`` -- a small pickleable
+spec -- and ``connect()`` their own client, so live sockets never cross processes.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class SampleKey(NamedTuple):
+    """One array of one sample: identity is ``(sim, step)``, never a float-derived name."""
+
+    sim: int
+    step: int
+    kind: Literal["input", "target"]
+
+    def name(self) -> str:
+        return f"s{self.sim:06d}/{self.step:04d}-{self.kind}"
+
+
+class WeightsKey(NamedTuple):
+    """The trained weights of one trainer, saved through the transport as training IO."""
+
+    trainer: int
+
+    def name(self) -> str:
+        return f"weights/trainer-{self.trainer:03d}"
+
+
+Key = SampleKey | WeightsKey
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a transport needs to know about the run it serves, decided before it starts."""
+
+    run_dir: Path
+    run_id: str
+    data_bytes: int
+    nodes: int = 1
+    hosts: tuple[str, ...] = field(default_factory=lambda: (socket.gethostname(),))
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Moves numpy arrays by key between processes (and nodes, where the backend can)."""
+
+    def put(self, key: Key, array: np.ndarray) -> None: ...
+
+    def get(self, key: Key) -> np.ndarray:
+        """Return the array; raise ``KeyNotFoundError`` when it was never written."""
+        ...
+
+    def put_many(self, items: Sequence[tuple[Key, np.ndarray]]) -> None: ...
+
+    def get_many(self, keys: Sequence[Key]) -> list[np.ndarray]: ...
+
+    def exists(self, key: Key) -> bool: ...
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Names (``key.name()``) of stored arrays starting with ``prefix``."""
+        ...
+
+    def delete(self, key: Key) -> None: ...
+
+    def close(self) -> None:
+        """Release this client; the owner (from ``start``) also frees the data and servers."""
+        ...
+
+    def config(self) -> ClientSpec: ...
+
+
+class ClientSpec(BaseModel):
+    """Pickleable description from which a worker rebuilds its own client."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def connect(self) -> Transport:
+        raise NotImplementedError
+
+
+class TransportConfig(BaseModel):
+    """User-facing options of one transport; subclasses are registered by ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    #: Shown in tables: "Local + <display>".
+    display: ClassVar[str] = ""
+    #: True when data rides on the launcher's task results (pass-by-value).
+    by_value: ClassVar[bool] = False
+    #: Launchers this transport works with; ``None`` means all of them.
+    launchers: ClassVar[tuple[str, ...] | None] = None
+
+    def unavailable_reason(self) -> str | None:
+        """Why this transport cannot run here (missing package or server), else ``None``."""
+        return None
+
+    def check(self, ctx: RunContext) -> None:
+        """Refuse a run up front (``UsageError``) when it cannot fit or reach its storage."""
+
+    def start(self, ctx: RunContext) -> Transport:
+        """Create what the run needs and return the owning client."""
+        raise NotImplementedError
+
+
+def put_many_each(transport: Transport, items: Iterable[tuple[Key, np.ndarray]]) -> None:
+    """``put_many`` for backends with nothing better than one call per array."""
+    for key, array in items:
+        transport.put(key, array)
+
+
+def get_many_each(transport: Transport, keys: Iterable[Key]) -> list[np.ndarray]:
+    return [transport.get(key) for key in keys]

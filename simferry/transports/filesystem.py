@@ -1,0 +1,169 @@
+"""One ``.npy`` file per array under a directory: the reference's shared-file-system path.
+
+Writes go to a hidden temporary name and are renamed into place, so a reader sees a whole
+file or none. Reads memory-map the file: the trainer converts straight from the page
+cache into its float32 buffer without an intermediate float64 copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from simferry.errors import UsageError
+from simferry.plugins import register_transport
+from simferry.transports.base import (
+    ClientSpec,
+    Key,
+    RunContext,
+    TransportConfig,
+    get_many_each,
+    put_many_each,
+)
+from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
+
+SUFFIX = ".npy"
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB"
+
+
+class FilesystemTransport:
+    """Arrays as files under ``root``; the owner removes ``root`` on close."""
+
+    kind = "filesystem"
+
+    def __init__(self, root: Path, owner: bool = False, keep: bool = False) -> None:
+        self.root = root
+        self.owner = owner
+        self.keep = keep
+
+    def _path(self, key: Key) -> Path:
+        return self.root / (key.name() + SUFFIX)
+
+    def put(self, key: Key, array: np.ndarray) -> None:
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                np.save(fh, array, allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise TransportFullError(
+                    f"{self.root} is full ({exc.strerror}); free space there, choose another "
+                    "directory, or make the run smaller."
+                ) from None
+            raise TransportError(f"Could not write {path}: {exc.strerror or exc}.") from None
+
+    def get(self, key: Key) -> np.ndarray:
+        path = self._path(key)
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"{key.name()} is not in {self.root}.") from None
+
+    def put_many(self, items: Sequence[tuple[Key, np.ndarray]]) -> None:
+        put_many_each(self, items)
+
+    def get_many(self, keys: Sequence[Key]) -> list[np.ndarray]:
+        return get_many_each(self, keys)
+
+    def exists(self, key: Key) -> bool:
+        return self._path(key).exists()
+
+    def keys(self, prefix: str = "") -> list[str]:
+        if not self.root.exists():
+            return []
+        names = (
+            p.relative_to(self.root).as_posix()[: -len(SUFFIX)]
+            for p in self.root.rglob("*" + SUFFIX)
+            if not p.name.startswith(".")
+        )
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def delete(self, key: Key) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def close(self) -> None:
+        if self.owner and not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def config(self) -> FilesystemSpec:
+        return FilesystemSpec(root=self.root)
+
+
+class FilesystemSpec(ClientSpec):
+    root: Path
+
+    def connect(self) -> FilesystemTransport:
+        return FilesystemTransport(self.root)
+
+
+def check_space(directory: Path, needed: int, what: str, hint: str) -> None:
+    """Refuse up front when ``directory`` (or its nearest existing parent) is unusable."""
+    probe = directory
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{what} {directory} is not a directory; pass a directory path.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {directory} is not writable by you; choose another directory.")
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise UsageError(
+            f"{what} {directory} has {gib(free)} free but this run writes {gib(needed)}; {hint}"
+        )
+
+
+@register_transport
+class FilesystemConfig(TransportConfig):
+    """One file per array on a (shared) file system."""
+
+    name: Literal["filesystem"] = "filesystem"
+    display: ClassVar[str] = "file system"
+    data_dir: Path | None = Field(
+        None,
+        description="directory for the data files (use a shared file system for multi-node "
+        "runs); default: inside the run directory",
+    )
+    keep_data: bool = Field(False, description="keep the data files after the run")
+
+    def root(self, ctx: RunContext) -> Path:
+        if self.data_dir is None:
+            return ctx.run_dir / "data"
+        return self.data_dir.expanduser().resolve() / f"simferry-{ctx.run_id}"
+
+    def check(self, ctx: RunContext) -> None:
+        check_space(
+            self.root(ctx).parent,
+            int(ctx.data_bytes * 1.02),
+            "The data directory",
+            "free space, pass another --data-dir, or make the run smaller.",
+        )
+
+    def start(self, ctx: RunContext) -> FilesystemTransport:
+        root = self.root(ctx)
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=False)
+        except OSError as exc:
+            raise UsageError(
+                f"Could not create the data directory {root}: {exc.strerror}."
+            ) from None
+        return FilesystemTransport(root, owner=True, keep=self.keep_data)

@@ -1,0 +1,59 @@
+"""Node-local shared memory: ``.npy`` files on tmpfs (``/dev/shm``), read by memory map.
+
+Files on tmpfs *are* shared memory pages, and memory-mapped reads of them are zero-copy;
+unlike ``multiprocessing.shared_memory`` no resource tracker can unlink a segment behind
+our back when a worker exits. The owner removes the whole directory at the end of the
+run, on success, failure and Ctrl-C; ``simferry doctor --clean`` removes directories
+left by a run that was killed outright.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from simferry.errors import UsageError
+from simferry.plugins import register_transport
+from simferry.transports.base import RunContext, TransportConfig
+from simferry.transports.filesystem import FilesystemTransport, check_space
+
+PREFIX = "simferry-"
+
+
+def segment_dir(shm_dir: Path, run_id: str) -> Path:
+    # The owner's pid in the name lets `doctor --clean` tell live runs from dead ones.
+    return shm_dir / f"{PREFIX}{run_id}-{os.getpid()}"
+
+
+@register_transport
+class ShmConfig(TransportConfig):
+    """Node-local shared memory (tmpfs); single node only."""
+
+    name: Literal["shm"] = "shm"
+    display: ClassVar[str] = "shared memory"
+    shm_dir: Path = Field(Path("/dev/shm"), description="tmpfs mount used by the shm transport")
+
+    def check(self, ctx: RunContext) -> None:
+        if ctx.nodes > 1:
+            raise UsageError(
+                "The shm transport is node-local and cannot span "
+                f"{ctx.nodes} nodes; use filesystem, redis or ddict for multi-node runs."
+            )
+        if not self.shm_dir.is_dir():
+            raise UsageError(f"{self.shm_dir} does not exist; pass --shm-dir with a tmpfs mount.")
+        check_space(
+            self.shm_dir,
+            int(ctx.data_bytes * 1.02),
+            "Shared memory",
+            "make the run smaller, use --transport filesystem, or enlarge /dev/shm.",
+        )
+
+    def start(self, ctx: RunContext) -> FilesystemTransport:
+        root = segment_dir(self.shm_dir, ctx.run_id)
+        root.mkdir(mode=0o700)
+        transport = FilesystemTransport(root, owner=True)
+        transport.kind = "shm"
+        return transport

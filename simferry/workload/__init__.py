@@ -1,0 +1,1 @@
+"""Pure compute of the reference workflow: no choice of data path is made here."""

@@ -1,0 +1,25 @@
+"""Shared fixtures: every test runs in its own directory and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def run_ctx(tmp_path: Path):
+    from simferry.transports.base import RunContext
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    return RunContext(run_dir=run_dir, run_id=f"test{os.getpid()}", data_bytes=256 * 2**20)
+
+
+@pytest.fixture(autouse=True)
+def _no_shm_leftovers():
+    before = {p.name for p in Path("/dev/shm").glob("simferry-*")}
+    yield
+    after = {p.name for p in Path("/dev/shm").glob("simferry-*")}
+    assert after <= before, f"test left shared memory behind: {sorted(after - before)}"

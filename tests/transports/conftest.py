@@ -1,0 +1,68 @@
+"""Transport configs the conformance suite runs over.
+
+Each entry builds a ``TransportConfig`` for a context; transports whose software is not
+installed are skipped with the reason they give (never silently passed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from simferry.transports.base import RunContext, TransportConfig
+
+
+def _filesystem(ctx: RunContext) -> TransportConfig:
+    from simferry.transports.filesystem import FilesystemConfig
+
+    return FilesystemConfig()
+
+
+def _filesystem_data_dir(ctx: RunContext) -> TransportConfig:
+    from simferry.transports.filesystem import FilesystemConfig
+
+    return FilesystemConfig(data_dir=ctx.run_dir.parent / "shared")
+
+
+def _shm(ctx: RunContext) -> TransportConfig:
+    from simferry.transports.shm import ShmConfig
+
+    return ShmConfig()
+
+
+def _futures(ctx: RunContext) -> TransportConfig:
+    from simferry.transports.futures import FuturesConfig
+
+    return FuturesConfig()
+
+
+#: name -> factory; other transports append themselves here (see tests for redis, ddict).
+FACTORIES: dict[str, Callable[[RunContext], TransportConfig]] = {
+    "futures": _futures,
+    "filesystem": _filesystem,
+    "filesystem-data-dir": _filesystem_data_dir,
+    "shm": _shm,
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def transport_config(request: pytest.FixtureRequest, run_ctx: RunContext) -> TransportConfig:
+    cfg = FACTORIES[request.param](run_ctx)
+    reason = cfg.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    return cfg
+
+
+@pytest.fixture
+def owner(transport_config: TransportConfig, run_ctx: RunContext):
+    transport = transport_config.start(run_ctx)
+    yield transport
+    transport.close()
+
+
+def data_paths(transport: object) -> list[Path]:
+    root = getattr(transport, "root", None)
+    return [root] if isinstance(root, Path) else []
