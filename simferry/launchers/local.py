@@ -79,6 +79,12 @@ class LocalLauncher:
         self.startup_s = time.perf_counter() - t0
 
     def submit(self, role: Role, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        if role == "train" and self._warm:
+            # Trainers queue behind the warm-up otherwise, and the wait would be counted
+            # as their hand-off; usually it finished long ago, during the simulations.
+            for fut in self._warm:
+                fut.result()
+            self._warm = []
         return self._pools[role].submit(fn, *args)
 
     def shutdown(self, cancel: bool = False) -> None:
