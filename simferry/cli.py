@@ -172,7 +172,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from simferry.records import make_run_dir, read_summary
-    from simferry.report import write_table
+    from simferry.report import write_report
     from simferry.workflow import execute, implementation
 
     console = Console(stderr=True)
@@ -222,22 +222,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
             failed += 1
             console.print(f"[red]{label} failed: {exc}[/]")
             summaries.append({"implementation": label, "status": "failed", "error": str(exc)})
-    print(write_table(summaries, out), end="")
+    print(write_report(summaries, out), end="")
     print(f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}")
+    print(f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}")
     return 1 if failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from simferry.report import load_summaries, write_table
+    from simferry.report import load_summaries, write_report
 
     dirs = find_run_dirs(args.run_dirs)
     if not dirs:
         raise UsageError("No run directories (with a summary.json) found in the paths given.")
     out = args.out or (args.run_dirs[0] if len(args.run_dirs) == 1 else Path("."))
     out.mkdir(parents=True, exist_ok=True)
-    print(write_table(load_summaries(dirs), out), end="")
-    print(f"written to {out}")
+    print(write_report(load_summaries(dirs), out), end="")
+    print(f"table.md, results.csv, plots/ and observations.md written to {out}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from simferry.sweep import run_sweep
+
+    return run_sweep(args)
 
 
 def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
@@ -291,10 +298,15 @@ def make_parser() -> Parser:
     p = sub.add_parser("compare", help="run every usable transport on one config; print the table")
     add_run_flags(p, compare=True)
     p.set_defaults(func=cmd_compare)
-    p = sub.add_parser("report", help="table.md and results.csv from run directories")
+    p = sub.add_parser("report", help="table, CSV, plots and observations from run directories")
     p.add_argument("run_dirs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, help="output directory")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("sweep", help="a grid of sizes, transports and launchers, with repeats")
+    from simferry.sweep import add_sweep_flags
+
+    add_sweep_flags(p)
+    p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("doctor", help="what is installed and usable here")
     p.add_argument("--clean", action="store_true", help="remove data left by killed runs")
     p.set_defaults(func=cmd_doctor)
