@@ -40,7 +40,12 @@ class WorkloadConfig(BaseModel):
     mode: Literal["phased", "streaming"] = Field(
         "phased", description="phased: all simulations then all trainers; streaming: overlap"
     )
-    seed: int | None = Field(None, description="seed for the trainers' shuffling and weights")
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="seed for the trainers' shuffling and weights"
+    )
+    retries: int = Field(
+        1, ge=0, le=10, description="times a task is resubmitted when its worker process dies"
+    )
 
     @property
     def data_bytes(self) -> int:
@@ -92,6 +97,7 @@ def build(
         raise UsageError(validation_message(exc)) from None
     except TypeError as exc:
         raise UsageError(f"Invalid configuration: {exc}.") from None
+    check_paths(cfg)
     allowed = cfg.transport.launchers
     if allowed is not None and cfg.launcher.name not in allowed:
         raise UsageError(
@@ -100,6 +106,15 @@ def build(
             f"--launcher {allowed[0]} or choose another transport."
         )
     return cfg
+
+
+def check_paths(cfg: RunConfig) -> None:
+    """Refuse paths no system call accepts (a config file can spell a NUL byte)."""
+    for part in (cfg, cfg.workload, cfg.launcher, cfg.transport):
+        for name in type(part).model_fields:
+            value = getattr(part, name)
+            if isinstance(value, Path) and "\x00" in str(value):
+                raise UsageError(f"Invalid {name.replace('_', '-')}: a path cannot contain NUL.")
 
 
 def load_config(path: Path) -> RunConfig:

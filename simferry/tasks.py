@@ -8,6 +8,7 @@ the data itself.
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,29 @@ ManifestEntry = tuple[int, int, int]
 def ignore_sigint() -> None:
     """Pool initializer: Ctrl-C is handled once, by the main process, which stops workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def fault_point(kind: str, index: int, step: int) -> None:
+    """Test-only fault injection: SIGKILL this worker where ``SIMFERRY_FAULT`` says.
+
+    ``SIMFERRY_FAULT=kill-sim:<index>:<step>`` (or ``kill-train:<index>:<sample>``; several
+    joined by commas) kills the worker right after that step was written (or that sample
+    read), as the OOM killer or a node failure would. A ``@<path>`` suffix fires only once
+    per run: the first worker to create ``<path>`` dies, so a retry succeeds.
+    """
+    spec = os.environ.get("SIMFERRY_FAULT")
+    if not spec:
+        return
+    for item in spec.split(","):
+        point, _, marker = item.partition("@")
+        if point.strip() != f"kill-{kind}:{index}:{step}":
+            continue
+        if marker:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                return
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def checksum(inp: np.ndarray, target: np.ndarray) -> int:
@@ -66,6 +90,7 @@ def simulation_task(spec: SimSpec, client: ClientSpec) -> SimResult:
                 transport.put_many(items)
             manifest.append((s.sim, s.step, checksum(s.input, s.target)))
             rec.samples += 1
+            fault_point("sim", spec.sim, s.step)
         payload = None
         if getattr(transport, "by_value", False):
             with rec.io("serialize"):
@@ -146,6 +171,7 @@ def trainer_task(
                     "corrupted in transit."
                 )
             rec.samples += 1
+            fault_point("train", spec.trainer, row)
             del inp, target
         result = training.train_epoch(spec.trainer, buf, spec.seed)
         del buf

@@ -9,11 +9,14 @@ transport's data and servers, and write ``summary.json`` with the run's status.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import secrets
 import signal
+import stat
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ import psutil
 
 from simferry.config import RunConfig
 from simferry.errors import Interrupted, RunFailure, SimferryError, UsageError
-from simferry.launchers.base import Launcher
+from simferry.launchers.base import Launcher, Role
 from simferry.progress import NullProgress, Progress
 from simferry.records import RunDir, TaskRecord, environment, make_run_dir
 from simferry.tasks import (
@@ -41,6 +44,8 @@ from simferry.workload.simulation import STEPS
 
 GB = 1e9
 GIB = 2**30
+#: Memory of one trainer process before it holds any data (Python, torch, the model).
+TRAINER_PROCESS_BYTES = 256 * 2**20
 
 
 def implementation(cfg: RunConfig) -> str:
@@ -65,10 +70,22 @@ def preflight(cfg: RunConfig, ctx: RunContext, trainers_here: int) -> None:
         reason = part.unavailable_reason()
         if reason:
             raise TransportUnavailableError(reason)
-    cfg.transport.check(ctx)
+    try:
+        check_runs_dir(ctx.run_dir.parent)
+        for name in type(cfg.transport).model_fields:
+            value = getattr(cfg.transport, name)
+            if isinstance(value, Path):
+                check_private_dir(value, "--" + name.replace("_", "-"))
+        cfg.transport.check(ctx)
+    except OSError as exc:
+        where = str(exc.filename or "a path")
+        where = where if len(where) <= 120 else where[:117] + "..."
+        raise UsageError(
+            f"Cannot use {where}: {exc.strerror or exc}; choose another path."
+        ) from None
     # Each trainer on this node holds the whole dataset as float32 (half the float64
     # bytes); pass-by-value also keeps every simulation's pickled results in this process.
-    need = trainers_here * ctx.data_bytes // 2
+    need = trainers_here * (ctx.data_bytes // 2 + TRAINER_PROCESS_BYTES)
     if cfg.transport.by_value:
         need += ctx.data_bytes
     avail = psutil.virtual_memory().available
@@ -79,16 +96,82 @@ def preflight(cfg: RunConfig, ctx: RunContext, trainers_here: int) -> None:
         )
 
 
-@contextlib.contextmanager
-def signals_as_exceptions() -> Iterator[None]:
-    """Turn SIGTERM (and Ctrl-C) into ``Interrupted`` so cleanup takes the failure path."""
+def check_runs_dir(runs_dir: Path) -> None:
+    """Refuse a runs directory that cannot be created or written, before creating it."""
+    probe = existing_ancestor(runs_dir)
+    if not probe.is_dir():
+        raise UsageError(f"The runs directory {runs_dir} is not a directory; pass --runs-dir.")
+    if not os.access(probe, os.W_OK | os.X_OK) or os.statvfs(probe).f_bavail == 0:
+        raise UsageError(
+            f"The runs directory {runs_dir} is not writable (or its file system is full); "
+            "pass --runs-dir with a directory you can write."
+        )
 
-    def handler(signum: int, _frame: Any) -> None:
+
+def existing_ancestor(path: Path) -> Path:
+    probe = path.expanduser().absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe
+
+
+def check_private_dir(path: Path, flag: str) -> None:
+    """Refuse a data directory other users could tamper with.
+
+    simferry creates its own 0700 directory inside, but in a world-writable directory
+    without the sticky bit, or one owned by someone else, another user could rename it
+    away and put their own files in its place.
+    """
+    probe = existing_ancestor(path)
+    st = probe.stat()
+    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+        raise UsageError(
+            f"{flag} {path}: {probe} is writable by every user and has no sticky bit, so "
+            "others could replace simferry's files; choose a directory only you can write."
+        )
+    if st.st_uid not in (os.getuid(), 0):
+        raise UsageError(
+            f"{flag} {path}: {probe} belongs to another user (uid {st.st_uid}); choose a "
+            "directory you own."
+        )
+
+
+class SignalGuard:
+    """Signal handler turning SIGINT/SIGTERM into ``Interrupted``; see ``deferred``."""
+
+    def __init__(self) -> None:
+        self.deferring = False
+        self.pending: int | None = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.deferring and self.pending is None:
+            self.pending = signum
+            return
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Let a start-up finish first, so what it created is known and gets cleaned up.
+
+        Interrupted half-way, a server or pool would be running with nobody holding it; a
+        second signal still interrupts at once.
+        """
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending is not None:
+            raise Interrupted(self.pending)
+
+
+@contextlib.contextmanager
+def signals_as_exceptions() -> Iterator[SignalGuard]:
+    """Turn SIGTERM (and Ctrl-C) into ``Interrupted`` so cleanup takes the failure path."""
+    guard = SignalGuard()
+    previous = {s: signal.signal(s, guard) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield guard
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -122,24 +205,77 @@ def task_failure(what: str, exc: BaseException) -> SimferryError:
     return RunFailure(f"{what} failed: {detail}.")
 
 
-def gather(futures: dict[Future[Any], tuple[str, float]], on_done: Any) -> None:
+def lost_errors(launcher: Launcher) -> tuple[type[BaseException], ...]:
+    """Errors meaning "the worker process died", not "the task raised".
+
+    Only these are retried: a task that raised would raise again. A launcher adds its
+    runtime's own as a ``lost_errors`` attribute (e.g. Parsl's ``WorkerLost``).
+    """
+    return (BrokenExecutor, *getattr(launcher, "lost_errors", ()))
+
+
+@dataclass
+class Task:
+    """A submitted task and how to submit it again if its worker dies."""
+
+    what: str
+    resubmit: Callable[[], Future[Any]] | None = None
+    submitted: float = 0.0
+    attempt: int = 1
+
+    def start(self) -> Future[Any]:
+        assert self.resubmit is not None
+        self.submitted = time.time()
+        return self.resubmit()
+
+
+def gather(
+    futures: dict[Future[Any], Task] | dict[Future[Any], tuple[str, float]],
+    on_done: Any,
+    retries: int = 0,
+    lost: tuple[type[BaseException], ...] = (BrokenExecutor,),
+) -> None:
     """Wait for all futures, handing each result to ``on_done`` as soon as it is ready.
 
-    ``futures`` maps each future to its task's name and submission time; ``on_done`` gets
-    the result's record stamped with both main-process timestamps.
+    ``futures`` maps each future to its ``Task`` (or to its name and submission time);
+    ``on_done`` gets the result's record stamped with both main-process timestamps and its
+    attempt. A task whose worker died (``lost``) is resubmitted up to ``retries`` times;
+    when one worker dies, every task queued with it fails too, and each is resubmitted.
     """
-    pending = set(futures)
+    tasks = {f: t if isinstance(t, Task) else Task(t[0], None, t[1]) for f, t in futures.items()}
+    pending = set(tasks)
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
         received = time.time()
         for fut in done:
-            what, submitted = futures[fut]
+            task = tasks.pop(fut)
             try:
                 result = fut.result()
+            except (Interrupted, KeyboardInterrupt):
+                raise
             except BaseException as exc:
-                raise task_failure(what, exc) from exc
-            result.record.submitted = submitted
+                if not isinstance(exc, lost):
+                    raise task_failure(task.what, exc) from exc
+                if task.resubmit is None or task.attempt > retries:
+                    raise RunFailure(
+                        f"{task.what} failed after {task.attempt} attempt(s): a worker process "
+                        "died while it ran or waited (killed, or out of memory); check memory "
+                        "use, or raise --retries."
+                    ) from exc
+                task.attempt += 1
+                try:
+                    again = task.start()
+                except BrokenExecutor as exc2:
+                    raise RunFailure(
+                        f"{task.what} could not be resubmitted: the launcher could not "
+                        f"replace its dead worker ({exc2})."
+                    ) from exc2
+                tasks[again] = task
+                pending.add(again)
+                continue
+            result.record.submitted = task.submitted
             result.record.received = received
+            result.record.attempt = task.attempt
             on_done(result, received)
 
 
@@ -172,8 +308,8 @@ class PhasedRun:
         futures = {}
         for k in range(w.num_sims):
             spec = SimSpec(k, w.num_sims, w.grid_size, w.step_seconds)
-            fut = self.launcher.submit("sim", simulation_task, spec, client)
-            futures[fut] = (f"Simulation {k}", time.time())
+            task = Task(f"Simulation {k}", self.submitter("sim", simulation_task, spec, client))
+            futures[task.start()] = task
 
         def done(result: SimResult, received: float) -> None:
             rec = result.record
@@ -186,7 +322,7 @@ class PhasedRun:
             self.rundir.record(rec)
             self.progress.advance("simulations", f"sim {rec.index}")
 
-        gather(futures, done)
+        gather(futures, done, w.retries, lost_errors(self.launcher))
         phase.run_s = max(r.received for r in phase.records) - t0
         manifest.sort()
         return phase, manifest, [payloads[k] for k in sorted(payloads)]
@@ -206,9 +342,10 @@ class PhasedRun:
         for i in range(launcher.trainers):
             spec = TrainSpec(i, per_node, w.grid_size, w.samples, launcher.gpus, w.seed)
             blobs = payloads if self.by_value else None
-            submitted = time.time()
-            fut = launcher.submit("train", trainer_task, spec, client, manifest, blobs, submitted)
-            futures[fut] = (f"Trainer {i}", submitted)
+            # The submission time rides along: the trainer measures its hand-off from it.
+            submit = self.submitter("train", trainer_task, spec, client, manifest, blobs)
+            task = Task(f"Trainer {i}", functools.partial(stamped, submit))
+            futures[task.start()] = task
 
         def done(outcome: TrainOutcome, received: float) -> None:
             rec = outcome.record
@@ -221,9 +358,13 @@ class PhasedRun:
             self.rundir.record(rec)
             self.progress.advance("training", f"trainer {rec.index}, loss {outcome.loss:.3g}")
 
-        gather(futures, done)
+        gather(futures, done, w.retries, lost_errors(launcher))
         phase.run_s = max(r.received for r in phase.records) - t0
         return phase, sorted(outcomes, key=lambda o: o.record.index)
+
+    def submitter(self, role: Role, fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
+        """``submit`` for a task, callable again to retry it (a re-put is idempotent)."""
+        return lambda *more: self.launcher.submit(role, fn, *args, *more)
 
     def run(self) -> dict[str, Any]:
         sims, manifest, payloads = self.simulations()
@@ -246,7 +387,15 @@ class PhasedRun:
             "samples_expected": expected,
             "verified_samples": {str(o.record.index): o.verified for o in outcomes},
             "losses": {str(o.record.index): o.loss for o in outcomes},
+            "retried_tasks": [
+                f"{r.kind} {r.index}" for r in sims.records + train.records if r.attempt > 1
+            ],
+            "worker_restarts": getattr(self.launcher, "restarts", 0),
         }
+
+
+def stamped(submit: Callable[[float], Future[Any]]) -> Future[Any]:
+    return submit(time.time())
 
 
 def save_weights(transport: Transport, run_dir: Path, trainers: int) -> None:
@@ -274,6 +423,17 @@ def base_summary(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def check_run(cfg: RunConfig, parent: Path | None = None) -> RunContext:
+    """Refuse what ``execute`` would refuse, creating nothing (``compare`` checks all first)."""
+    w = cfg.workload
+    nodes = cfg.launcher.node_count()
+    ctx = RunContext(
+        (parent or cfg.runs_dir) / "pending", secrets.token_hex(4), w.data_bytes, nodes
+    )
+    preflight(cfg, ctx, -(-(w.trainers or 1) // nodes))
+    return ctx
+
+
 def execute(cfg: RunConfig, progress: Progress | None = None, parent: Path | None = None) -> Path:
     """Run one configuration end to end; return its run directory (raises on failure)."""
     progress = progress or NullProgress()
@@ -281,9 +441,7 @@ def execute(cfg: RunConfig, progress: Progress | None = None, parent: Path | Non
     parent = parent or cfg.runs_dir
     label = f"{cfg.launcher.name}-{cfg.transport.name}"
     nodes = cfg.launcher.node_count()
-    run_id = secrets.token_hex(4)
-    trainers_here = -(-(w.trainers or 1) // nodes)
-    preflight(cfg, RunContext(parent / "pending", run_id, w.data_bytes, nodes), trainers_here)
+    run_id = check_run(cfg, parent).run_id
 
     run_path = make_run_dir(parent, label)
     ctx = RunContext(run_path, run_id, w.data_bytes, nodes)
@@ -294,12 +452,14 @@ def execute(cfg: RunConfig, progress: Progress | None = None, parent: Path | Non
     transport: Transport | None = None
     t_start = time.perf_counter()
     try:
-        with signals_as_exceptions():
+        with signals_as_exceptions() as guard:
             try:
                 t0 = time.perf_counter()
-                transport = cfg.transport.start(ctx)
+                with guard.deferred():
+                    transport = cfg.transport.start(ctx)
                 summary["transport_startup_s"] = time.perf_counter() - t0
-                launcher = cfg.launcher.start(w.num_sims, w.trainers, run_path)
+                with guard.deferred():
+                    launcher = cfg.launcher.start(w.num_sims, w.trainers, run_path)
                 summary["launcher_startup_s"] = launcher.startup_s
                 summary["startup_s"] = time.perf_counter() - t0
                 summary.update(
