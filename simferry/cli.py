@@ -173,7 +173,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from simferry.records import make_run_dir, read_summary
     from simferry.report import write_report
-    from simferry.workflow import execute, implementation
+    from simferry.workflow import check_run, execute, implementation
 
     console = Console(stderr=True)
     names = (
@@ -199,15 +199,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{', '.join(_flag(k) for k in leftovers)} does not apply to any transport compared."
         )
+    # What a run would refuse is refused before the comparison directory exists: all of
+    # it (exit 2) when no transport can run, else that transport's row is skipped.
+    refused: dict[str, str] = {}
+    runnable = [c for c in configs if not skip_reason(c)]
+    for cfg in runnable:
+        try:
+            check_run(cfg)
+        except UsageError as exc:
+            refused[cfg.transport.name] = str(exc)
+            if len(refused) == len(runnable):
+                raise
     out = make_run_dir(configs[0].runs_dir, "compare")
     summaries: list[dict[str, Any]] = []
     failed = 0
     for cfg in configs:
         label = implementation(cfg)
-        allowed = cfg.transport.launchers
-        reason = cfg.transport.unavailable_reason() or cfg.launcher.unavailable_reason()
-        if allowed is not None and cfg.launcher.name not in allowed:
-            reason = f"needs --launcher {' or '.join(allowed)}"
+        reason = skip_reason(cfg) or refused.get(cfg.transport.name)
         if reason:
             console.print(f"[yellow]skipping {label}: {reason}[/]")
             summaries.append({"implementation": label, "status": "skipped", "error": reason})
@@ -226,6 +234,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}")
     print(f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}")
     return 1 if failed else 0
+
+
+def skip_reason(cfg: RunConfig) -> str | None:
+    """Why ``compare`` leaves this transport out here (software missing, wrong launcher)."""
+    allowed = cfg.transport.launchers
+    if allowed is not None and cfg.launcher.name not in allowed:
+        return f"needs --launcher {' or '.join(allowed)}"
+    return cfg.transport.unavailable_reason() or cfg.launcher.unavailable_reason()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
