@@ -260,8 +260,8 @@ class SweepProgress:
 class Sweep:
     """The points of one sweep, what is finished, and the manifest that lists them."""
 
-    def __init__(self, out: Path, points: Sequence[Point], repeat: int) -> None:
-        self.out = out
+    def __init__(self, points: Sequence[Point], repeat: int) -> None:
+        self.out = Path()
         self.points = list(points)
         self.repeat = repeat
         self.configs: dict[Point, RunConfig] = {}
@@ -271,15 +271,20 @@ class Sweep:
         self.failed: dict[Point, tuple[str, Path | None]] = {}
         self.runs: dict[Point, list[Path]] = {}
 
-    def plan(self, options: dict[str, Any], runs_dir: Path) -> None:
-        finished = finished_runs(self.out)
+    def configure(self, options: dict[str, Any], runs_dir: Path) -> None:
+        """Validate every point (bad values raise ``UsageError`` before anything exists)."""
         for p in self.points:
             result = point_config(p, options, runs_dir)
             if isinstance(result, str):
                 self.skipped[p] = result
-                continue
-            self.configs[p] = result
-            self.runs[p] = finished.get(config_key(result), [])
+            else:
+                self.configs[p] = result
+
+    def scan(self) -> None:
+        """Find the runs of each point that an earlier sweep in ``out`` finished."""
+        finished = finished_runs(self.out)
+        for p, cfg in self.configs.items():
+            self.runs[p] = finished.get(config_key(cfg), [])
 
     def todo(self) -> int:
         return sum(max(0, self.repeat - len(self.runs[p])) for p in self.configs)
@@ -332,13 +337,15 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     points = grid(args)
     options = run_options(args, points)
+    sweep = Sweep(points, args.repeat)
+    sweep.configure(options, args.runs_dir)
     if args.out is not None:
         out = args.out
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
     else:
         out = make_run_dir(args.runs_dir, "sweep")
-    sweep = Sweep(out, points, args.repeat)
-    sweep.plan(options, args.runs_dir)
+    sweep.out = out
+    sweep.scan()
     total = len(sweep.configs) * args.repeat
     todo = sweep.todo()
     progress = SweepProgress(total, total - todo, args.quiet)
@@ -387,6 +394,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     sweep.write_manifest()
     text = write_report(sweep.summaries(), out)
     print(text, end="")
+    ran = sum(len(r) for r in sweep.runs.values()) - (total - todo)
+    print(f"sweep: {total - todo} finished run(s) reused, {ran} run(s) done now, in {out}")
     print(
         f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}\n"
         f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}"

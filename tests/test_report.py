@@ -1,0 +1,193 @@
+"""The report, from small real runs: every figure traces back to records.jsonl."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simferry.report import Group, Run, gb_cell, linear_fit
+
+from .helpers import records, simferry, summary
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PLOTS = ["runtime_breakdown", "bandwidth", "io_distribution", "io_fit", "timeline"]
+GRIDS = (16, 32)
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four real runs (two transports x two sizes) plus two points skipped with a reason."""
+    cwd = tmp_path_factory.mktemp("report")
+    out = cwd / "sweep"
+    simferry(
+        "sweep",
+        "--transports",
+        "futures,filesystem",
+        "--num-sims",
+        "2",
+        "--grid-size",
+        ",".join(map(str, GRIDS)),
+        "--nodes",
+        "1,2",
+        "--step-seconds",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        cwd=cwd,
+        check=True,
+    )
+    return out
+
+
+def run_dirs(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep.glob("*/summary.json"))
+
+
+def aggregate(run_dir: Path) -> dict[str, float]:
+    """The table's figures, recomputed here from the raw records (independently of report.py)."""
+    recs = records(run_dir)
+    out: dict[str, float] = {"startup": summary(run_dir)["startup_s"]}
+    for kind in ("sim", "train"):
+        rs = [r for r in recs if r["kind"] == kind]
+        io = [r["serialize_s"] + r["transfer_s"] + r["deserialize_s"] for r in rs]
+        out[f"{kind}_run"] = max(r["received"] for r in rs) - min(r["submitted"] for r in rs)
+        out[f"{kind}_io"] = sum(io) / len(io)
+        out[f"{kind}_bw"] = sum(r["bytes"] for r in rs) / sum(io) / 1e9
+    return out
+
+
+def table_rows(table_md: Path) -> list[list[str]]:
+    lines = table_md.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Implementation"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def close(cell: str, value: float, decimals: int) -> bool:
+    return abs(float(cell) - value) <= 0.5 * 10**-decimals + 1e-9
+
+
+def close_sig(cell: str, value: float) -> bool:
+    return math.isclose(float(cell), value, rel_tol=0.006)
+
+
+@pytest.mark.integration
+def test_every_table_figure_equals_the_records(sweep_dir: Path) -> None:
+    runs = {}
+    for d in run_dirs(sweep_dir):
+        s = summary(d)
+        assert s["status"] == "ok"
+        runs[(s["implementation"], gb_cell(s["inputs_gb"]))] = d
+    rows = table_rows(sweep_dir / "table.md")
+    ok_rows = [r for r in rows if r[-1] == "1"]
+    assert len(ok_rows) == len(runs) == 4
+    for impl, nodes, inputs, _gib, sim, train, bw, startup, n in ok_rows:
+        agg = aggregate(runs[(impl, inputs)])
+        assert nodes == "1" and n == "1"
+        sim_run, sim_io = sim.split(" / ")
+        train_run, train_io = train.split(" / ")
+        write_bw, read_bw = bw.split(" / ")
+        assert close(sim_run, agg["sim_run"], 2), (impl, sim_run, agg)
+        assert close(sim_io, agg["sim_io"], 3), (impl, sim_io, agg)
+        assert close(train_run, agg["train_run"], 2), (impl, train_run, agg)
+        assert close(train_io, agg["train_io"], 3), (impl, train_io, agg)
+        assert close_sig(write_bw, agg["sim_bw"]), (impl, write_bw, agg)
+        assert close_sig(read_bw, agg["train_bw"]), (impl, read_bw, agg)
+        assert close(startup, agg["startup"], 2)
+
+
+@pytest.mark.integration
+def test_skipped_points_appear_with_their_reason(sweep_dir: Path) -> None:
+    rows = table_rows(sweep_dir / "table.md")
+    skipped = [r for r in rows if r[4].startswith("skipped:")]
+    assert len(skipped) == 4  # two transports x two sizes on 2 nodes
+    assert all("runs on 1 node(s), not 2" in r[4] and r[1] == "2" for r in skipped)
+    text = (sweep_dir / "observations.md").read_text()
+    assert "## Runs that did not complete" in text
+    assert "runs on 1 node(s), not 2" in text
+
+
+@pytest.mark.integration
+def test_results_csv_has_one_row_per_run(sweep_dir: Path) -> None:
+    with open(sweep_dir / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 4 and len(rows) == 8
+    for row in ok:
+        agg = aggregate(Path(row["run_dir"]))
+        assert math.isclose(float(row["sim_io_s"]), agg["sim_io"], rel_tol=1e-5)
+        assert math.isclose(float(row["train_bw_gbs"]), agg["train_bw"], rel_tol=1e-5)
+        assert int(row["samples_written"]) == 20 and int(row["samples_read"]) == 20
+
+
+@pytest.mark.integration
+def test_plots_are_valid_pngs(sweep_dir: Path) -> None:
+    from matplotlib.image import imread
+
+    for name in PLOTS:
+        path = sweep_dir / "plots" / f"{name}.png"
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, name
+        assert path.stat().st_size > 10_000, name
+        height, width = imread(path).shape[:2]
+        assert height >= 200 and width >= 400, (name, height, width)
+
+
+@pytest.mark.integration
+def test_observations_name_the_measured_fastest(sweep_dir: Path) -> None:
+    text = (sweep_dir / "observations.md").read_text()
+    for grid in GRIDS:
+        totals = {}
+        for d in run_dirs(sweep_dir):
+            s = summary(d)
+            if s["grid_size"] == grid:
+                agg = aggregate(d)
+                totals[s["implementation"]] = agg["sim_run"] + agg["train_run"]
+        best = min(totals, key=lambda k: totals[k])
+        (line,) = [x for x in text.splitlines() if f"(2 sims x {grid}²)" in x and "fastest" in x]
+        assert f"**{best}** was fastest, {totals[best]:.2f} s" in line
+    assert "least squares" in text and "R² =" in text
+    assert "Local + futures, per trainer: IO time ≈" in text
+
+
+@pytest.mark.integration
+def test_report_command_regenerates_everything(sweep_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    proc = simferry("report", str(sweep_dir), "--out", str(out), cwd=tmp_path, check=True)
+    assert "Write / Read Bandwidth (GB/s)" in proc.stdout
+    assert [r[-1] for r in table_rows(out / "table.md")] == ["1"] * 4
+    assert (out / "observations.md").exists() and (out / "results.csv").exists()
+    assert sorted(p.stem for p in (out / "plots").glob("*.png")) == sorted(PLOTS)
+
+
+# --- pure functions -----------------------------------------------------------------------
+
+
+def test_linear_fit_recovers_a_line_and_scores_noise() -> None:
+    fit = linear_fit([1, 2, 3, 4], [3.0, 5.0, 7.0, 9.0])
+    assert fit is not None
+    assert fit.slope == pytest.approx(2) and fit.intercept == pytest.approx(1)
+    assert fit.r2 == pytest.approx(1) and fit.at(10) == pytest.approx(21)
+    noisy = linear_fit([1, 1, 2, 2], [1.0, 3.0, 1.0, 3.0])
+    assert noisy is not None and noisy.r2 == pytest.approx(0)
+    assert linear_fit([1, 1], [1.0, 2.0]) is None
+
+
+def _run(**m: Any) -> Run:
+    return Run({}, [], {"status": "ok", **m})
+
+
+def test_group_reports_median_and_spread() -> None:
+    g = Group([_run(sim_io_s=v) for v in (1.0, 2.0, 9.0)])
+    assert g.median("sim_io_s") == 2.0
+    lo, hi, cv = g.spread("sim_io_s")
+    assert (lo, hi) == (1.0, 9.0)
+    assert cv == pytest.approx(4.3589 / 4, rel=1e-3)
