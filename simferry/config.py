@@ -46,6 +46,13 @@ class WorkloadConfig(BaseModel):
     retries: int = Field(
         1, ge=0, le=10, description="times a task is resubmitted when its worker process dies"
     )
+    replay_buffer: int = Field(
+        64,
+        ge=4,
+        le=1_000_000,
+        description="streaming mode: samples a trainer holds awaiting training; batches are "
+        "drawn at random from them and each sample is used once",
+    )
 
     @property
     def data_bytes(self) -> int:

@@ -3,6 +3,14 @@
 Writes go to a hidden temporary name and are renamed into place, so a reader sees a whole
 file or none. Reads memory-map the file: the trainer converts straight from the page
 cache into its float32 buffer without an intermediate float64 copy.
+
+Streaming index (``--mode streaming``): one append-only file per simulation,
+``index/s<sim>.idx``, of fixed 16-byte records (``transports/index.py``), each written by
+one ``O_APPEND`` write after the sample's files were renamed into place. One writer per
+file means no interleaving even on NFS, where ``O_APPEND`` is not atomic across clients;
+readers take whole records only and reopen the files on every poll, so close-to-open
+consistency shows them appends made on other nodes. Polls back off from 2 to 50 ms while
+nothing is new; the files are tiny (160 bytes per simulation) and go with the data.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import contextlib
 import errno
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +39,7 @@ from simferry.transports.base import (
     put_many_each,
 )
 from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
+from simferry.transports.index import END, Published, unpack
 
 SUFFIX = ".npy"
 
@@ -47,6 +57,7 @@ class FilesystemTransport:
         self.root = root
         self.owner = owner
         self.keep = keep
+        self._index_fds: dict[int, int] = {}
 
     def _path(self, key: Key) -> Path:
         return self.root / (key.name() + SUFFIX)
@@ -100,11 +111,87 @@ class FilesystemTransport:
             self._path(key).unlink()
 
     def close(self) -> None:
+        for fd in self._index_fds.values():
+            os.close(fd)
+        self._index_fds = {}
         if self.owner and not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def config(self) -> FilesystemSpec:
         return FilesystemSpec(root=self.root)
+
+    def publish(self, entry: Published) -> None:
+        """Append one index record for ``entry.sim`` (streaming mode; see module docstring)."""
+        path = index_path(self.root, entry.sim)
+        record = entry.pack()
+        try:
+            fd = self._index_fds.get(entry.sim)
+            if fd is None:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._index_fds[entry.sim] = fd
+            written = os.write(fd, record)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise TransportFullError(
+                    f"{self.root} is full ({exc.strerror}); free space there, choose another "
+                    "directory, or make the run smaller."
+                ) from None
+            raise TransportError(f"Could not write {path}: {exc.strerror or exc}.") from None
+        if written != len(record):
+            raise TransportError(f"Could not append a whole index record to {path}.")
+
+    def subscribe(self, num_sims: int) -> FileIndexReader:
+        return FileIndexReader(self.root, num_sims)
+
+
+def index_path(root: Path, sim: int) -> Path:
+    return root / "index" / f"s{sim:06d}.idx"
+
+
+class FileIndexReader:
+    """A trainer's cursor over every simulation's index file (streaming mode)."""
+
+    MIN_WAIT = 0.002
+    MAX_WAIT = 0.05
+
+    def __init__(self, root: Path, num_sims: int) -> None:
+        self.root = root
+        #: Read offset of each simulation whose end marker has not been seen yet.
+        self.offsets = dict.fromkeys(range(num_sims), 0)
+        self.wait = self.MIN_WAIT
+
+    def _scan(self) -> list[Published]:
+        found: list[Published] = []
+        for sim, offset in list(self.offsets.items()):
+            try:
+                with open(index_path(self.root, sim), "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read()
+            except FileNotFoundError:
+                continue  # this simulation has not published yet
+            entries, used = unpack(data)
+            self.offsets[sim] = offset + used
+            if any(e.step == END for e in entries):
+                del self.offsets[sim]
+            found.extend(entries)
+        return found
+
+    def poll(self, timeout: float) -> list[Published]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self._scan()
+            if found or not self.offsets:
+                self.wait = self.MIN_WAIT
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            time.sleep(min(self.wait, left))
+            self.wait = min(2 * self.wait, self.MAX_WAIT)
+
+    def close(self) -> None:
+        """Nothing to release: files are opened only for the length of a poll."""
 
 
 class FilesystemSpec(ClientSpec):

@@ -5,6 +5,14 @@ task returns them pickled (``drain``); the workflow hands those blobs to every t
 task arguments, and the trainer's client unpickles them (``load``). Serialization is
 timed inside the workers, and the hand-off (task end -> result usable; submit -> trainer
 start) by timestamps in the workflow, so this transport's IO time is a number, not "NA".
+
+Streaming index: the launcher's futures themselves, since a task's result is the only
+thing pass-by-value has. A simulation runs as a chain of one-step tasks (step s+1 is
+submitted when step s's result arrives; our steps are pure functions of (sim, step), a
+stateful solver would have to ship its state too); a completed future *is* the
+publication, and the main process forwards each step's blob to every trainer. A trainer
+runs as a chain of one-batch tasks carrying its model and optimizer state by value
+(a few hundred KB), so every launcher -- local, Parsl, Dragon -- supports it unchanged.
 """
 
 from __future__ import annotations

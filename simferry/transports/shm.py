@@ -5,6 +5,10 @@ unlike ``multiprocessing.shared_memory`` no resource tracker can unlink a segmen
 our back when a worker exits. The owner removes the whole directory at the end of the
 run, on success, failure and Ctrl-C; ``simferry doctor --clean`` removes directories
 left by a run that was killed outright.
+
+Streaming index: the file system's (``FilesystemTransport.publish``/``subscribe``), an
+append-only file of 16-byte records per simulation, here on tmpfs, so a poll is a few
+page-cache reads and never touches a disk.
 """
 
 from __future__ import annotations
