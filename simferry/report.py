@@ -52,6 +52,7 @@ CSV_FIELDS = [
     "sim_bw_gbs",
     "train_bw_gbs",
     "startup_s",
+    "trainer_ready_s",
     "wall_s",
     "io_share",
     "sim_serialize_s",
@@ -65,6 +66,9 @@ CSV_FIELDS = [
     "samples_written",
     "samples_read",
     "peak_rss_bytes",
+    "time_to_first_step_s",
+    "overlap_fraction",
+    "trainer_idle_s",
     "status",
     "error",
     "run_dir",
@@ -129,6 +133,8 @@ def run_metrics(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> d
     m["implementation"] = summary.get("implementation", "?")
     m["status"] = summary.get("status", "failed")
     m["trainers"] = summary.get("trainers")
+    if summary.get("startup_s") is not None:
+        m["startup_s"] = summary["startup_s"] + summary.get("trainer_ready_s", 0.0)
     for kind, prefix in (("sim", "sim"), ("train", "train")):
         recs = [r for r in records if r.get("kind") == kind]
         io = [task_io(r) for r in recs]
@@ -350,6 +356,43 @@ def spread_table(groups: Sequence[Group]) -> str:
     return markdown_table(header, rows) if rows else ""
 
 
+STREAMING_NOTE = (
+    "\n*Wall*: the whole run, start-up included. *First step*: first simulation submitted "
+    "to a trainer's first optimizer step. *Overlap*: share of optimizer steps finished "
+    "before the last simulation ended. *Idle*: mean time a trainer waited for data.\n"
+)
+
+
+def streaming_table(groups: Sequence[Group]) -> str:
+    """Streaming runs beside the phased run of the same configuration, when there is one."""
+
+    def key(g: Group) -> tuple[Any, ...]:
+        return tuple(g.first.get(k) for k in GROUP_KEY if k != "mode")
+
+    phased = {key(g): g for g in groups if g.first.get("mode") != "streaming"}
+    header = ["Implementation", "Data", "Wall (s)", "Phased wall (s)", "Streaming / phased"]
+    header += ["First step (s)", "Overlap", "Trainer idle (s)"]
+    rows = []
+    for g in groups:
+        if g.first.get("mode") != "streaming":
+            continue
+        wall = g.median("wall_s")
+        base = phased[key(g)].median("wall_s") if key(g) in phased else math.nan
+        rows.append(
+            [
+                g.label,
+                g.size(),
+                _num(wall, ".2f"),
+                _num(base, ".2f"),
+                _num(wall / base, ".2f"),
+                _num(g.median("time_to_first_step_s"), ".2f"),
+                _num(g.median("overlap_fraction") * 100, ".0f") + "%",
+                _num(g.median("trainer_idle_s"), ".2f"),
+            ]
+        )
+    return markdown_table(header, rows) if rows else ""
+
+
 def breakdown_table(groups: Sequence[Group]) -> str:
     header = [
         "Implementation",
@@ -386,11 +429,16 @@ def render_table(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) -> s
         "(serialize + transfer + deserialize); training IO covers reading every sample into "
         "the float32 training buffer and saving the weights. *Bandwidth*: bytes moved by a "
         "phase's tasks over their summed IO time (what one task stream achieves, not the "
-        "aggregate). *Start-up*: starting the transport and the launcher.\n"
+        "aggregate). *Start-up*: starting the transport and the launcher, plus any wait for trainer "
+        "workers still starting when the simulations ended (the local launcher imports "
+        "torch in them meanwhile).\n"
     )
     spread = spread_table(groups)
     if spread:
         parts += ["\n## Spread across repeats\n\n", spread]
+    streaming = streaming_table(groups)
+    if streaming:
+        parts += ["\n## Streaming mode (online training)\n\n", streaming, STREAMING_NOTE]
     if groups:
         parts += ["\n## IO breakdown (mean per task, median over repeats)\n\n"]
         parts.append(breakdown_table(groups))

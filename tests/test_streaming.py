@@ -222,3 +222,31 @@ def test_streaming_survives_killed_workers(
     assert attempts[("sim", 1)] == 2
     if transport == "filesystem":
         assert (tmp_path / "train-killed").exists() and attempts[("train", 0)] == 2
+
+
+def test_report_puts_streaming_beside_phased(tmp_path: Path) -> None:
+    from simferry.records import write_json
+    from simferry.report import write_table
+
+    base = {
+        "status": "ok", "implementation": "Local + file system", "launcher": "local",
+        "transport": "filesystem", "nodes": 1, "num_sims": 8, "grid_size": 512,
+        "trainers": 1, "inputs_gb": 0.17, "total_gb": 0.34, "total_gib": 0.31,
+        "sim_run_s": 20.0, "sim_io_s": 0.1, "train_run_s": 30.0, "train_io_s": 0.5,
+        "startup_s": 1.0,
+    }  # fmt: skip
+    stream = {"time_to_first_step_s": 1.5, "overlap_fraction": 0.5, "trainer_idle_s": 0.25}
+    runs = {
+        "phased": {**base, "mode": "phased", "wall_s": 60.0},
+        "streaming": {**base, "mode": "streaming", "wall_s": 40.0, **stream},
+    }
+    summaries = []
+    for name, s in runs.items():
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "summary.json", s)
+        summaries.append({**s, "run_dir": str(tmp_path / name)})
+    text = write_table(summaries, tmp_path)
+    section = text.split("## Streaming mode (online training)")[1]
+    assert "| 40.00 | 60.00 | 0.67 | 1.50 | 50% | 0.25 |" in section
+    csv_text = (tmp_path / "results.csv").read_text()
+    assert "overlap_fraction" in csv_text.splitlines()[0] and ",0.5," in csv_text
