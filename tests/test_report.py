@@ -51,7 +51,8 @@ def run_dirs(sweep: Path) -> list[Path]:
 def aggregate(run_dir: Path) -> dict[str, float]:
     """The table's figures, recomputed here from the raw records (independently of report.py)."""
     recs = records(run_dir)
-    out: dict[str, float] = {"startup": summary(run_dir)["startup_s"]}
+    s = summary(run_dir)
+    out: dict[str, float] = {"startup": s["startup_s"] + s.get("trainer_ready_s", 0.0)}
     for kind in ("sim", "train"):
         rs = [r for r in recs if r["kind"] == kind]
         io = [r["serialize_s"] + r["transfer_s"] + r["deserialize_s"] for r in rs]
