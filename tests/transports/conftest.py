@@ -38,12 +38,27 @@ def _futures(ctx: RunContext) -> TransportConfig:
     return FuturesConfig()
 
 
+def _redis(ctx: RunContext) -> TransportConfig:
+    from simferry.transports.redis import RedisConfig
+
+    return RedisConfig()  # a private redis-server on a Unix socket in the run directory
+
+
+def _redis_tcp_chunked(ctx: RunContext) -> TransportConfig:
+    from simferry.transports.redis import RedisConfig
+
+    # TCP as in multi-node runs, and chunks small enough that most arrays are split.
+    return RedisConfig(redis_bind="127.0.0.1", redis_chunk_bytes=100_000)
+
+
 #: name -> factory; other transports append themselves here (see tests for redis, ddict).
 FACTORIES: dict[str, Callable[[RunContext], TransportConfig]] = {
     "futures": _futures,
     "filesystem": _filesystem,
     "filesystem-data-dir": _filesystem_data_dir,
     "shm": _shm,
+    "redis": _redis,
+    "redis-tcp-chunked": _redis_tcp_chunked,
 }
 
 
