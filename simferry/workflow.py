@@ -44,6 +44,8 @@ from simferry.workload.simulation import STEPS
 
 GB = 1e9
 GIB = 2**30
+#: Uncharged resubmissions of one task (it only queued with dying workers) before giving up.
+MAX_SPARED = 10
 #: Memory of one trainer process before it holds any data (Python, torch, the model).
 TRAINER_PROCESS_BYTES = 256 * 2**20
 
@@ -222,6 +224,8 @@ class Task:
     resubmit: Callable[[], Future[Any]] | None = None
     submitted: float = 0.0
     attempt: int = 1
+    #: Resubmissions not charged: the task only queued with a worker that died of another.
+    spared: int = 0
 
     def start(self) -> Future[Any]:
         assert self.resubmit is not None
@@ -234,13 +238,16 @@ def gather(
     on_done: Any,
     retries: int = 0,
     lost: tuple[type[BaseException], ...] = (BrokenExecutor,),
+    blame: Callable[[Future[Any]], bool | None] | None = None,
 ) -> None:
     """Wait for all futures, handing each result to ``on_done`` as soon as it is ready.
 
     ``futures`` maps each future to its ``Task`` (or to its name and submission time);
     ``on_done`` gets the result's record stamped with both main-process timestamps and its
-    attempt. A task whose worker died (``lost``) is resubmitted up to ``retries`` times;
-    when one worker dies, every task queued with it fails too, and each is resubmitted.
+    attempt. A task whose worker died (``lost``) is resubmitted up to ``retries`` times.
+    When one worker dies, the tasks queued with it may fail too: they are resubmitted
+    without being charged when the launcher's ``blame`` says another task was the one
+    running in the dead worker (``None``: unknown, everyone is charged).
     """
     tasks = {f: t if isinstance(t, Task) else Task(t[0], None, t[1]) for f, t in futures.items()}
     pending = set(tasks)
@@ -254,15 +261,18 @@ def gather(
             except (Interrupted, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                if not isinstance(exc, lost):
+                if not isinstance(exc, lost) or task.resubmit is None:
                     raise task_failure(task.what, exc) from exc
-                if task.resubmit is None or task.attempt > retries:
+                if blame is not None and blame(fut) is False and task.spared < MAX_SPARED:
+                    task.spared += 1  # it only queued with the worker that died: not charged
+                elif task.attempt <= retries:
+                    task.attempt += 1
+                else:
                     raise RunFailure(
                         f"{task.what} failed after {task.attempt} attempt(s): a worker process "
                         "died while it ran or waited (killed, or out of memory); check memory "
                         "use, or raise --retries."
                     ) from exc
-                task.attempt += 1
                 try:
                     again = task.start()
                 except BrokenExecutor as exc2:
@@ -322,7 +332,8 @@ class PhasedRun:
             self.rundir.record(rec)
             self.progress.advance("simulations", f"sim {rec.index}")
 
-        gather(futures, done, w.retries, lost_errors(self.launcher))
+        blame = getattr(self.launcher, "died_running", None)
+        gather(futures, done, w.retries, lost_errors(self.launcher), blame)
         phase.run_s = max(r.received for r in phase.records) - t0
         manifest.sort()
         return phase, manifest, [payloads[k] for k in sorted(payloads)]
@@ -359,7 +370,8 @@ class PhasedRun:
             self.rundir.record(rec)
             self.progress.advance("training", f"trainer {rec.index}, loss {outcome.loss:.3g}")
 
-        gather(futures, done, w.retries, lost_errors(launcher))
+        blame = getattr(launcher, "died_running", None)
+        gather(futures, done, w.retries, lost_errors(launcher), blame)
         phase.run_s = max(r.received for r in phase.records) - t0
         return phase, sorted(outcomes, key=lambda o: o.record.index)
 

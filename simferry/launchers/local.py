@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import itertools
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -83,6 +86,16 @@ def signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def tracked(notes: Path, token: int, fn: Callable[..., Any], /, *args: Any) -> Any:
+    """Run ``fn`` in a worker after noting, in a file named after this pid, which task it is.
+
+    If the worker dies, those notes tell the launcher whose task killed it, so only that
+    task is charged a retry and named when it fails.
+    """
+    (notes / str(os.getpid())).write_text(str(token))
+    return fn(*args)
+
+
 def kill_pool(pool: ProcessPoolExecutor) -> None:
     """Stop a pool whose tasks may still run (``shutdown`` alone waits for them)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
@@ -101,13 +114,23 @@ class LocalLauncher:
     name = "local"
     nodes = 1
 
-    def __init__(self, sim_workers: int, trainers: int, gpus: int) -> None:
+    def __init__(
+        self, sim_workers: int, trainers: int, gpus: int, run_dir: Path | None = None
+    ) -> None:
         t0 = time.perf_counter()
         self.sim_workers = sim_workers
         self.trainers = trainers
         self.gpus = gpus
         #: Pools rebuilt after a worker died (reported in the run summary).
         self.restarts = 0
+        # Which task each worker runs (see ``tracked``), and what a broken pool was running.
+        self._notes: Path | None = None
+        if run_dir is not None:
+            self._notes = Path(run_dir) / ".workers"
+            self._notes.mkdir(mode=0o700, exist_ok=True)
+        self._tokens = itertools.count()
+        self._futures: dict[int, tuple[Role, Future[Any]]] = {}
+        self._culprits: dict[ProcessPoolExecutor, set[Future[Any]]] = {}
         # fork: workers start in milliseconds and the main process never imports torch,
         # so no CUDA or thread state is inherited.
         self._ctx = multiprocessing.get_context("fork")
@@ -125,13 +148,14 @@ class LocalLauncher:
             pool = ProcessPoolExecutor(
                 size, mp_context=self._ctx, initializer=worker_init, initargs=(os.getpid(), main)
             )
+            # Held before any worker exists, so an interrupted start-up still stops them.
+            self._pools[role] = pool
             # Start every worker now (fork starts them all on the first submit), before
             # any progress display thread exists.
             if role == "sim":
                 pool.submit(os.getpid).result()
             else:
                 self._warm = [pool.submit(warm_trainer, size) for _ in range(size)]
-        self._pools[role] = pool
 
     def _restart(self, role: Role) -> None:
         """Replace a pool broken by a dead worker (SIGKILL, out of memory).
@@ -140,16 +164,63 @@ class LocalLauncher:
         (``--retries``). ``shutdown(wait=True)`` lets the pool finish failing its futures
         and reaping its processes before the new one starts.
         """
-        self._pools[role].shutdown(wait=True)
+        pool = self._pools[role]
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=True)
+        # The pool terminates its other workers (SIGTERM); any other death is a culprit.
+        dead = [p.pid for p in processes if p.exitcode not in (None, 0, -signal.SIGTERM)]
+        running = (self._running(pid) for pid in dead)
+        self._culprits[pool] = {f for f in running if f is not None}
         self.restarts += 1
         self._start_pool(role)
 
+    def _running(self, pid: int | None) -> Future[Any] | None:
+        if self._notes is None or pid is None:
+            return None
+        try:
+            token = int((self._notes / str(pid)).read_text())
+        except (OSError, ValueError):
+            return None
+        entry = self._futures.get(token)
+        return entry[1] if entry else None
+
+    def died_running(self, fut: Future[Any]) -> bool | None:
+        """Whether ``fut`` failed because its own worker died, not only queued with it.
+
+        ``None`` when unknown (the dead worker was idle, or left no note): the workflow
+        then charges every task of the broken pool.
+        """
+        pool = getattr(fut, "simferry_pool", None)
+        if pool is None:
+            return None
+        if pool not in self._culprits and getattr(pool, "_broken", False):
+            self._restart(next(r for r, p in self._pools.items() if p is pool))
+        culprits = self._culprits.get(pool)
+        return (fut in culprits) if culprits else None
+
     def submit(self, role: Role, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         try:
-            return self._ready(role).submit(fn, *args)
+            return self._submit(role, fn, *args)
         except BrokenExecutor:
             self._restart(role)
-        return self._ready(role).submit(fn, *args)
+        return self._submit(role, fn, *args)
+
+    def _submit(self, role: Role, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        pool = self._ready(role)
+        if self._notes is None:
+            return pool.submit(fn, *args)
+        token = next(self._tokens)
+        fut = pool.submit(tracked, self._notes, token, fn, *args)
+        fut.simferry_pool = pool  # type: ignore[attr-defined]
+        self._futures[token] = (role, fut)
+        fut.add_done_callback(functools.partial(self._forget, token))
+        return fut
+
+    def _forget(self, token: int, fut: Future[Any]) -> None:
+        # A finished task can no longer be a culprit, except one that failed: keep those
+        # until the pool's culprits are known.
+        if not fut.cancelled() and fut.exception() is None:
+            self._futures.pop(token, None)
 
     def _ready(self, role: Role) -> ProcessPoolExecutor:
         if role == "train" and self._warm:
@@ -167,6 +238,8 @@ class LocalLauncher:
                 kill_pool(pool)
             else:
                 pool.shutdown(wait=True)
+        if self._notes is not None:
+            shutil.rmtree(self._notes, ignore_errors=True)
 
 
 @register_launcher
@@ -183,4 +256,5 @@ class LocalConfig(LauncherConfig):
         gpus = gpu_count()
         # More workers than simulations would only be idle processes.
         workers = min(self.sim_workers or cpu_count(), num_sims)
-        return LocalLauncher(workers, trainers or max(1, gpus), gpus)
+        run_path = Path(run_dir) if run_dir is not None else None
+        return LocalLauncher(workers, trainers or max(1, gpus), gpus, run_path)
