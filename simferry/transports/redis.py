@@ -3,9 +3,8 @@
 Layout under the run's namespace ``simferry:<run_id>:`` (nothing is pickled):
 
 - ``k:<name>``: a small JSON header ``{"dtype", "shape", "chunks": n, "gen"}``;
-- ``c:<name>:0``: the first chunk of the array's raw bytes;
-- ``c:<name>:<gen>:<i>``: chunks 1..n-1 of a larger array, under the generation ``gen`` of
-  the write that made them, so they are never modified once written;
+- ``c:<name>:<gen>:<i>``: chunk ``i`` of the array's raw bytes, named after the generation
+  ``gen`` of the write that made it, so chunks are never modified once written;
 - ``index``: a stream of publications for ``--mode streaming`` (``transports/index.py``);
   trainers wait on it with blocking ``XREAD`` instead of polling.
 
@@ -15,11 +14,12 @@ also moved large arrays faster here than 64-256 MiB ones, see bench/redis_vs_fs.
 Writing one sample (input + target) is one MULTI/EXEC pipeline: every header and chunk
 lands, or none does (an out-of-memory refusal or a writer killed half-way leaves the old
 value). ``SET k:<name> GET`` returns the replaced header in that same transaction, and the
-replaced generation's chunks are then removed. Reading is one MULTI round trip for the
-headers and first chunks of all keys -- all of an array of one chunk -- and, for larger
-arrays, more round trips for the rest of that generation; if a concurrent overwrite
-removed them meanwhile, the read starts again, so a reader never mixes two writes.
-Chunks are sent straight from the array's memory and read back with ``np.frombuffer``.
+replaced generation's chunks are removed right after. Reading takes two round trips for a
+whole sample: ``MGET`` of the headers, then a pipeline of the chunks they name (no MULTI:
+Redis refuses every MULTI while it is over maxmemory, and a full store must stay readable).
+If an overwrite removed a generation while it was being read, the read starts again with
+the new header, so a reader never mixes two writes. Chunks are sent straight from the
+array's memory, and an array of one chunk is read with ``np.frombuffer``, without a copy.
 
 The private server's security and lifetime are in ``redis_server.py``. With ``--redis-url``
 simferry never stops the server and deletes only its own namespace at the end. The
@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 import psutil
@@ -84,7 +84,8 @@ def strip_password(url: str) -> str:
         user = netloc.rsplit("@", 1)[0].split(":", 1)[0]
         netloc = (user + "@" if user else "") + netloc.rsplit("@", 1)[1]
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # Composed by hand: urlunsplit would turn unix:///path into unix:/path.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def is_local(url: str) -> bool:
@@ -155,12 +156,8 @@ class RedisTransport:
     def _k(self, name: str) -> str:
         return f"{self.ns}k:{name}"
 
-    def _c(self, name: str, i: int, gen: str = "") -> str:
-        """Chunk 0 has a fixed name (read with the header); later ones carry the generation."""
-        return f"{self.ns}c:{name}:0" if i == 0 else f"{self.ns}c:{name}:{gen}:{i}"
-
-    def _chunk_keys(self, name: str, header: dict[str, Any], first: int = 0) -> list[str]:
-        return [self._c(name, i, header["gen"]) for i in range(first, int(header["chunks"]))]
+    def _chunk_keys(self, name: str, header: dict[str, Any]) -> list[str]:
+        return [f"{self.ns}c:{name}:{header['gen']}:{i}" for i in range(int(header["chunks"]))]
 
     # -- errors -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -192,7 +189,8 @@ class RedisTransport:
 
     # -- arrays -----------------------------------------------------------------------
     def _encode(self, array: np.ndarray) -> tuple[dict[str, Any], list[memoryview]]:
-        arr = np.ascontiguousarray(array)
+        # reshape: ascontiguousarray would turn a 0-d array into a 1-d one.
+        arr = np.ascontiguousarray(array).reshape(np.shape(array))
         if arr.dtype.hasobject or arr.dtype.fields is not None:
             raise TransportError(
                 f"The Redis transport stores plain numeric arrays, not dtype {arr.dtype}."
@@ -204,7 +202,7 @@ class RedisTransport:
             "dtype": arr.dtype.str,
             "shape": list(arr.shape),
             "chunks": len(chunks),
-            "gen": secrets.token_hex(6) if len(chunks) > 1 else "",
+            "gen": secrets.token_hex(6),
         }
         return header, chunks
 
@@ -223,20 +221,15 @@ class RedisTransport:
             pipe = self.client.pipeline(transaction=True)
             for name, header, chunks in prepared:
                 pipe.set(self._k(name), json.dumps(header).encode(), get=True)
-                for i, chunk in enumerate(chunks):
-                    pipe.set(self._c(name, i, header["gen"]), chunk)
+                for key, chunk in zip(self._chunk_keys(name, header), chunks, strict=True):
+                    pipe.set(key, chunk)
             results = pipe.execute()
             stale: list[str] = []
             pos = 0
             for name, _, chunks in prepared:
-                old = results[pos]
+                if results[pos]:  # the replaced write's generation is garbage now
+                    stale += self._chunk_keys(name, self._header(results[pos]))
                 pos += 1 + len(chunks)
-                if old:
-                    # The replaced generation's later chunks, and chunk 0 if none replaced it.
-                    old_header = self._header(old)
-                    stale += self._chunk_keys(name, old_header, 1)
-                    if not chunks and old_header["chunks"]:
-                        stale.append(self._c(name, 0))
             if stale:
                 self.client.unlink(*stale)
 
@@ -248,27 +241,29 @@ class RedisTransport:
         if not names:
             return []
         with self._errors(f"reading {_what(names[0], len(names))}"):
-            pipe = self.client.pipeline(transaction=True)
-            for name in names:
-                pipe.get(self._k(name))
-                pipe.get(self._c(name, 0))
-            first = pipe.execute()
+            raws = self.client.mget([self._k(name) for name in names])
+            headers = []
+            for name, raw in zip(names, raws, strict=True):
+                if raw is None:
+                    raise KeyNotFoundError(f"{name} is not stored in Redis ({self.spec.where}).")
+                headers.append(self._header(raw))
+            found = self._fetch(list(zip(names, headers, strict=True)))
             out = []
-            for name, raw, chunk0 in zip(names, first[0::2], first[1::2], strict=True):
-                array = None if raw is None else self._assemble(name, self._header(raw), chunk0)
+            for name, raw, array in zip(names, raws, found, strict=True):
                 for _ in range(READ_ATTEMPTS):
                     if array is not None:
                         break
-                    # Overwritten while we read its later chunks: read it again, whole.
-                    pipe = self.client.pipeline(transaction=True)
-                    pipe.get(self._k(name))
-                    pipe.get(self._c(name, 0))
-                    raw, chunk0 = pipe.execute()
-                    if raw is None:
-                        break
-                    array = self._assemble(name, self._header(raw), chunk0)
-                if raw is None:
-                    raise KeyNotFoundError(f"{name} is not stored in Redis ({self.spec.where}).")
+                    # A chunk vanished: overwritten meanwhile (read the new value), or removed.
+                    again = self.client.get(self._k(name))
+                    if again is None:
+                        raise KeyNotFoundError(f"{name} was deleted from Redis while being read.")
+                    if again == raw:
+                        raise TransportError(
+                            f"{name} in Redis ({self.spec.where}) is incomplete: some of its "
+                            "data was removed behind simferry's back."
+                        )
+                    raw = again
+                    array = self._fetch([(name, self._header(raw))])[0]
                 if array is None:
                     raise TransportError(
                         f"{name} in Redis ({self.spec.where}) kept changing while being read "
@@ -277,40 +272,53 @@ class RedisTransport:
                 out.append(array)
         return out
 
-    def _assemble(
-        self, name: str, header: dict[str, Any], chunk0: bytes | None
-    ) -> np.ndarray | None:
-        """The array from its header and chunks; ``None`` when a concurrent write replaced it."""
-        dtype = np.dtype(header["dtype"])
-        shape = tuple(header["shape"])
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        n = int(header["chunks"])
-        if n == 0:
-            return np.empty(shape, dtype)
-        if chunk0 is None or (n == 1 and len(chunk0) != nbytes):
-            raise TransportError(
-                f"{name} in Redis ({self.spec.where}) is incomplete: its data was removed "
-                "behind simferry's back."
-            )
-        if n == 1:
-            return np.frombuffer(chunk0, dtype=dtype).reshape(shape)
-        buf = np.empty(nbytes, np.uint8)
-        buf[: len(chunk0)] = np.frombuffer(chunk0, np.uint8)
-        offset = len(chunk0)
-        keys = self._chunk_keys(name, header, 1)
+    def _fetch(self, items: list[tuple[str, dict[str, Any]]]) -> list[np.ndarray | None]:
+        """Arrays from their headers; ``None`` for one whose generation vanished meanwhile.
+
+        The chunks of all arrays travel in pipelines of about ``READ_BATCH`` bytes; an array
+        of one chunk is used in place (``np.frombuffer``), larger ones are copied together.
+        """
+        out: list[np.ndarray | None] = []
+        bufs: list[np.ndarray | None] = []
+        filled: list[int] = []
+        plan: list[tuple[int, str]] = []
+        for j, (name, header) in enumerate(items):
+            dtype, shape = np.dtype(header["dtype"]), tuple(header["shape"])
+            out.append(np.empty(shape, dtype) if header["chunks"] == 0 else None)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            bufs.append(np.empty(nbytes, np.uint8) if header["chunks"] > 1 else None)
+            filled.append(0)
+            plan += [(j, key) for key in self._chunk_keys(name, header)]
+        lost: set[int] = set()
         per_trip = max(1, READ_BATCH // self.spec.chunk_bytes)
-        for start in range(0, len(keys), per_trip):
+        for start in range(0, len(plan), per_trip):
+            batch = plan[start : start + per_trip]
             pipe = self.client.pipeline(transaction=False)
-            for key in keys[start : start + per_trip]:
+            for _, key in batch:
                 pipe.get(key)
-            for chunk in pipe.execute():
-                if chunk is None or offset + len(chunk) > nbytes:
-                    return None  # this generation was replaced (and removed) meanwhile
-                buf[offset : offset + len(chunk)] = np.frombuffer(chunk, np.uint8)
-                offset += len(chunk)
-        if offset != nbytes:
-            return None
-        return buf.view(dtype).reshape(shape)
+            for (j, _), chunk in zip(batch, pipe.execute(), strict=True):
+                buf = bufs[j]
+                if chunk is None or j in lost:
+                    lost.add(j)
+                elif buf is None:
+                    out[j] = np.frombuffer(chunk, np.uint8)
+                    filled[j] = len(chunk)
+                elif filled[j] + len(chunk) <= len(buf):
+                    buf[filled[j] : filled[j] + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                    filled[j] += len(chunk)
+                else:
+                    lost.add(j)
+        for j, (_, header) in enumerate(items):
+            dtype, shape = np.dtype(header["dtype"]), tuple(header["shape"])
+            data = bufs[j] if bufs[j] is not None else out[j]
+            if header["chunks"] == 0:
+                continue
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if j in lost or data is None or filled[j] != nbytes:
+                out[j] = None
+            else:
+                out[j] = data.view(dtype).reshape(shape)
+        return out
 
     def exists(self, key: Key) -> bool:
         if self.freed:
@@ -330,10 +338,9 @@ class RedisTransport:
         name = key.name()
         with self._errors(f"deleting {name}"):
             old = self.client.getdel(self._k(name))
-            if old:
-                chunks = self._chunk_keys(name, self._header(old))
-                if chunks:
-                    self.client.unlink(*chunks)
+            chunks = self._chunk_keys(name, self._header(old)) if old else []
+            if chunks:
+                self.client.unlink(*chunks)
 
     # -- streaming index --------------------------------------------------------------
     def publish(self, entry: Published) -> None:
@@ -598,8 +605,9 @@ class RedisConfig(TransportConfig):
     def _check_private(self, ctx: RunContext) -> None:
         if self.redis_maxmemory is not None and int(self.redis_maxmemory) < ctx.data_bytes:
             raise UsageError(
-                f"--redis-maxmemory {gib(int(self.redis_maxmemory))} is smaller than this "
-                f"run's data ({gib(ctx.data_bytes)}); raise it or make the run smaller."
+                f"--redis-maxmemory {self.redis_maxmemory.human_readable()} is smaller than "
+                f"this run's data ({ByteSize(ctx.data_bytes).human_readable()}); raise it or "
+                "make the run smaller."
             )
         need = min(self.maxmemory(ctx), int(ctx.data_bytes * MEMORY_HEADROOM))
         avail = psutil.virtual_memory().available

@@ -149,6 +149,7 @@ class RedisServer:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 process_group=0,
+                umask=0o077,  # its log and socket are private whatever our caller's umask
                 # The death signal follows the *thread* that forked: only ask for it from
                 # the main thread, which lives as long as the run.
                 preexec_fn=_die_with_parent if on_main and sys.platform == "linux" else None,
