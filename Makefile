@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_ARGS ?= --num-sims 8 --grid-size 256
 
-.PHONY: demo test lint typecheck unit integration system-deps bench clean
+.PHONY: demo test lint typecheck unit integration system-deps bench clean readme-figures
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,6 +44,12 @@ test: $(STAMP) system-deps lint typecheck
 bench: $(STAMP)
 	$(PY) bench/transports.py
 	$(PY) bench/end_to_end.py
+
+# The README's example table and plot (docs/): a real sweep on this machine, ~3 min.
+README_SWEEP ?= --num-sims 4,8 --grid-size 64,128 --transports filesystem,shm,futures \
+	--step-seconds 0 --repeat 3
+readme-figures: $(STAMP)
+	$(PY) docs/make_figures.py $(README_SWEEP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -26,9 +26,11 @@ from simferry.report import (
 SHARE_THRESHOLDS = (0.10, 0.25, 0.50)
 #: Coefficient of variation across repeats above which a configuration is flagged.
 VARIANCE_CV = 0.20
-#: A task whose IO exceeds this multiple of its run's median (and by 5 ms) is a straggler.
+MAX_VARIANCE = 3
+#: A task whose IO exceeds this multiple of its run's median (and by 10 ms) is a straggler.
 STRAGGLER = 3.0
-MAX_STRAGGLERS = 5
+STRAGGLER_MIN_S = 0.010
+MAX_STRAGGLERS = 3
 #: The reference's dataset: 0.62 GB of inputs, so 1.24 GB of inputs + targets.
 REFERENCE_TOTAL_GB = 1.24
 MIN_R2 = 0.8
@@ -52,6 +54,11 @@ def gb(x: float) -> str:
     return f"{x:.3g} GB"
 
 
+def gb_in(x: float) -> str:
+    """A dataset size given, like the reference's, as GB of inputs."""
+    return f"{x:.3g} GB of inputs"
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.0f}%" if x >= 0.01 or x == 0 else f"{100 * x:.1g}%"
 
@@ -62,17 +69,31 @@ def secs(x: float) -> str:
 
 
 Winners = dict[Any, list[tuple[float, str, bool]]]
+#: How a group is ranked: run time (the reference's two columns) or IO time.
+MEASURES = {"run": ("sim_run_s", "train_run_s"), "io": ("sim_io_s", "train_io_s")}
 
 
-def fastest(groups: Sequence[Group]) -> tuple[list[str], Winners]:
+def per_run(g: Group, measure: str) -> list[float]:
+    a, b = MEASURES[measure]
+    return [r.m[a] + r.m[b] for r in g.runs]
+
+
+def settled(best: Group, second: Group, measure: str) -> bool:
+    """True when repeats of both exist and every run of ``best`` beat every run of ``second``."""
+    if best.n < 2 or second.n < 2:
+        return False
+    return max(per_run(best, measure)) < min(per_run(second, measure))
+
+
+def fastest(groups: Sequence[Group]) -> tuple[list[str], dict[str, Winners]]:
     """One line per (node count, data size): the fastest implementation and its margin."""
     buckets: dict[tuple[Any, ...], list[Group]] = {}
     for g in groups:
         f = g.first
-        key = (f["nodes"], f["total_gb"], f["num_sims"], f["grid_size"], f["mode"], f["trainers"])
+        key = (f["nodes"], f["inputs_gb"], f["num_sims"], f["grid_size"], f["mode"], f["trainers"])
         buckets.setdefault(key, []).append(g)
     lines = []
-    winners: Winners = {}
+    winners: dict[str, Winners] = {"run": {}, "io": {}}
     for key, gs in buckets.items():
         ranked = sorted(gs, key=run_total)
         best = ranked[0]
@@ -93,35 +114,31 @@ def fastest(groups: Sequence[Group]) -> tuple[list[str], Winners]:
         if len(ranked) > 2:
             text += f"; slowest was {ranked[-1].label} ({run_total(ranked[-1]):.2f} s)"
         text += "."
-        best_hi = max(r.m["sim_run_s"] + r.m["train_run_s"] for r in best.runs)
-        second_lo = min(r.m["sim_run_s"] + r.m["train_run_s"] for r in second.runs)
-        settled = not (best.n > 1 and second.n > 1 and best_hi > second_lo)
-        winners.setdefault(key[0], []).append((key[1], best.label, settled))
-        if not settled:
+        ok = settled(best, second, "run")
+        winners["run"].setdefault(key[0], []).append((key[1], best.label, ok))
+        if best.n > 1 and second.n > 1 and not ok:
             text += (
-                f" The margin is within the spread across repeats ({best.label} up to "
-                f"{best_hi:.2f} s, {second.label} down to {second_lo:.2f} s), so the order is "
+                f" Their repeats overlap ({best.label} up to {max(per_run(best, 'run')):.2f} s, "
+                f"{second.label} down to {min(per_run(second, 'run')):.2f} s), so the order is "
                 "not settled."
             )
-        elif (best.n == 1 or second.n == 1) and (t2 - t1) / t2 < 0.1:
+        elif not ok and (t2 - t1) / t2 < 0.1:
             text += " With one run and a margin under 10%, rerun with --repeat to confirm it."
         by_io = sorted(gs, key=io_total)
+        io_ok = settled(by_io[0], by_io[1], "io")
+        winners["io"].setdefault(key[0], []).append((key[1], by_io[0].label, io_ok))
         if by_io[0] is best:
-            text += (
-                f" It also spent the least time in IO ({io_total(best):.3f} s, simulation + "
-                f"training, vs {io_total(by_io[1]):.3f} s for {by_io[1].label})."
-            )
+            text += f" It also spent the least time in IO ({io_total(best):.3f} s"
         else:
-            text += (
-                f" Least IO time: {by_io[0].label} ({io_total(by_io[0]):.3f} s, simulation + "
-                f"training, vs {io_total(best):.3f} s for {best.label})."
-            )
+            text += f" Least IO time: {by_io[0].label} ({io_total(by_io[0]):.3f} s"
+        text += f", simulation + training, vs {io_total(by_io[1]):.3f} s for {by_io[1].label}"
+        text += "; every repeat)." if io_ok else ")."
         lines.append(text)
     return lines, winners
 
 
-def winner_trend(winners: Winners) -> list[str]:
-    """How the fastest implementation changes with data size, per node count."""
+def winner_trend(winners: Winners, what: str) -> list[str]:
+    """How the winner of one measure changes with data size, per node count."""
     lines = []
     for nodes, items in winners.items():
         items.sort()
@@ -133,47 +150,48 @@ def winner_trend(winners: Winners) -> list[str]:
                 stretches[-1] = (label, stretches[-1][1], size)
             else:
                 stretches.append((label, size, size))
-        where_ = f"on {nodes} node" + ("s" if nodes != 1 else "")
+        where_ = f"On {nodes} node" + ("s" if nodes != 1 else "")
         if len(stretches) == 1:
-            lines.append(
-                f"- {where_}, **{stretches[0][0]}** was fastest at all {len(items)} data sizes "
-                f"compared ({gb(items[0][0])} to {gb(items[-1][0])} of inputs + targets)."
+            text = (
+                f"- {where_}, **{stretches[0][0]}** {what} at all {len(items)} data sizes "
+                f"compared ({gb(items[0][0])} to {gb_in(items[-1][0])})."
             )
         else:
             parts = [
                 f"{label} at {gb(a)}" if a == b else f"{label} from {gb(a)} to {gb(b)}"
                 for label, a, b in stretches
             ]
-            lines.append(
-                f"- {where_}, the fastest implementation changes with data size (inputs + "
-                f"targets): {'; '.join(parts)}."
-            )
-        unsettled = sum(1 for *_, settled in items if not settled)
+            text = f"- {where_}, which one {what} changes with data size (inputs): "
+            text += "; ".join(parts) + "."
+        unsettled = sum(1 for *_, ok in items if not ok)
         if unsettled:
-            lines[-1] += (
-                f" At {unsettled} of these {len(items)} sizes the repeats overlap, so the "
-                "winner there is not settled."
+            text += (
+                f" At {unsettled} of these {len(items)} sizes that is not settled (a single "
+                "run, or overlapping repeats: see above)."
             )
+        else:
+            text += " Every repeat agrees at every size."
+        lines.append(text)
     return lines
 
 
 def io_share(by_series: dict[str, list[Group]]) -> list[str]:
     lines = []
     for name, gs in by_series.items():
-        gs = sorted(gs, key=lambda g: g.first["total_gb"])
+        gs = sorted(gs, key=lambda g: g.first["inputs_gb"])
         shares = [io_total(g) / run_total(g) for g in gs]
-        sizes = [g.first["total_gb"] for g in gs]
+        sizes = [g.first["inputs_gb"] for g in gs]
         if len(gs) == 1:
             g = gs[0]
             lines.append(
                 f"- {name}: IO is {pct(shares[0])} of simulation + training run time at "
-                f"{gb(sizes[0])} ({io_total(g):.3f} of {run_total(g):.2f} s); one data size "
+                f"{gb_in(sizes[0])} ({io_total(g):.3f} of {run_total(g):.2f} s); one data size "
                 "only, so no trend."
             )
             continue
         text = (
             f"- {name}: IO share of simulation + training run time goes from {pct(shares[0])} "
-            f"at {gb(sizes[0])} to {pct(shares[-1])} at {gb(sizes[-1])}"
+            f"at {gb_in(sizes[0])} to {pct(shares[-1])} at {gb_in(sizes[-1])}"
         )
         crossings = []
         for t in SHARE_THRESHOLDS:
@@ -182,7 +200,7 @@ def io_share(by_series: dict[str, list[Group]]) -> list[str]:
                 if (a < t) != (b < t):
                     way = "rising above" if b >= t else "falling below"
                     crossings.append(
-                        f"{way} {pct(t)} between {gb(sizes[i - 1])} and {gb(sizes[i])}"
+                        f"{way} {pct(t)} between {gb(sizes[i - 1])} and {gb_in(sizes[i])}"
                     )
         if crossings:
             text += ", " + ", ".join(crossings)
@@ -213,7 +231,7 @@ def extrapolate(fit: Fit, targets: Sequence[tuple[float, str]]) -> str:
     text = ""
     if fit.r2 < MIN_R2:
         text = f"The fit is poor (R² < {MIN_R2}): data size explains little of the IO time here. "
-    outside = [(x, note) for x, note in targets if x > fit.xmax]
+    outside = sorted((x, note) for x, note in targets if x > fit.xmax)
     if outside:
         preds = ", ".join(f"{fit.at(x):.3g} s at {gb(x)}{note}" for x, note in outside)
         text += f"*Extrapolation* beyond the measured sizes, assuming the line holds: {preds}."
@@ -233,7 +251,7 @@ def scaling(by_series: dict[str, list[Group]]) -> list[str]:
         train_fits[name] = fit
         targets = [(REFERENCE_TOTAL_GB, " (the reference's 0.62 GB of inputs)")]
         targets.append((10 * fit.xmax, " (10x the largest measured)"))
-        text = f"- {name}, per trainer: {_fit_text(fit, 'dataset read', 'runs')}"
+        text = f"- {name}, per trainer: {_fit_text(fit, 'data read', 'runs')}"
         if fit.slope > 0:
             text += f", i.e. {1 / fit.slope:.3g} GB/s at the margin"
         lines.append(f"{text}. {extrapolate(fit, targets)}".rstrip())
@@ -267,43 +285,58 @@ def crossovers(fits: dict[str, Fit]) -> list[str]:
     return lines
 
 
+def cv(values: Sequence[float]) -> float:
+    mean = statistics.fmean(values)
+    return statistics.stdev(values) / mean if len(values) > 1 and mean > 0 else 0.0
+
+
 def anomalies(groups: Sequence[Group]) -> list[str]:
-    lines = []
     repeated = [g for g in groups if g.n > 1]
-    worst: tuple[float, str] = (0.0, "")
-    for g in repeated:
-        flagged = []
-        for key, what in (("io", "IO time"), ("run", "run time")):
-            vals = [
-                r.m["sim_io_s"] + r.m["train_io_s"]
-                if key == "io"
-                else r.m["sim_run_s"] + r.m["train_run_s"]
-                for r in g.runs
+    if not repeated:
+        return [
+            "- Every configuration ran once, so variance across repeats is unknown; "
+            "`simferry sweep --repeat 3` measures it.",
+            *stragglers(groups),
+        ]
+    cvs = {id(g): {m: cv(per_run(g, m)) for m in MEASURES} for g in repeated}
+    noisy = [g for g in repeated if max(cvs[id(g)].values()) > VARIANCE_CV]
+    med = {m: statistics.median(c[m] for c in cvs.values()) for m in MEASURES}
+    lines = []
+    if not noisy:
+        worst = max(repeated, key=lambda g: max(cvs[id(g)].values()))
+        lines.append(
+            f"- No configuration varied by more than {pct(VARIANCE_CV)} across repeats (largest "
+            f"CV: {pct(max(cvs[id(worst)].values()))}, {worst.label} at {where(worst)})."
+        )
+    else:
+        n_run = sum(1 for g in repeated if cvs[id(g)]["run"] > VARIANCE_CV)
+        n_io = sum(1 for g in repeated if cvs[id(g)]["io"] > VARIANCE_CV)
+        text = (
+            f"- Across repeats, run time varied by more than {pct(VARIANCE_CV)} (coefficient of "
+            f"variation) in {n_run} of {len(repeated)} configurations and IO time in {n_io}; "
+            f"median CV {pct(med['run'])} for run time, {pct(med['io'])} for IO time."
+        )
+        if med["io"] < med["run"]:
+            text += " IO time is the steadier measure here: compare implementations on it."
+        lines.append(text)
+        noisy.sort(key=lambda g: max(cvs[id(g)].values()), reverse=True)
+        for g in noisy[:MAX_VARIANCE]:
+            parts = [
+                f"{what} {min(per_run(g, m)):.3f}-{max(per_run(g, m)):.3f} s "
+                f"(CV {pct(cvs[id(g)][m])})"
+                for m, what in (("run", "run time"), ("io", "IO time"))
+                if cvs[id(g)][m] > VARIANCE_CV
             ]
-            mean = statistics.fmean(vals)
-            cv = statistics.stdev(vals) / mean if mean > 0 else 0.0
-            if cv > worst[0]:
-                worst = (cv, f"{what} of {g.label} at {where(g)}")
-            if cv > VARIANCE_CV:
-                flagged.append(f"{what} {min(vals):.3f}-{max(vals):.3f} s (CV {pct(cv)})")
-        if flagged:
             lines.append(
                 f"- High variance over {g.n} runs of {g.label} at {where(g)}: simulation + "
-                f"training {' and '.join(flagged)}; compare it with care (table.md, spread "
+                f"training {' and '.join(parts)}."
+            )
+        if len(noisy) > MAX_VARIANCE:
+            lines.append(
+                f"- ...and {len(noisy) - MAX_VARIANCE} more configurations (table.md, spread "
                 "across repeats)."
             )
-    if not repeated:
-        lines.append(
-            "- Every configuration ran once, so variance across repeats is unknown; "
-            "`simferry sweep --repeat 3` measures it."
-        )
-    elif not lines:
-        lines.append(
-            f"- No configuration varied by more than {pct(VARIANCE_CV)} across repeats "
-            f"(largest CV: {pct(worst[0])}, {worst[1]})."
-        )
-    lines += stragglers(groups)
-    return lines
+    return lines + stragglers(groups)
 
 
 def stragglers(groups: Sequence[Group]) -> list[str]:
@@ -321,7 +354,7 @@ def stragglers(groups: Sequence[Group]) -> list[str]:
                 ]
                 med = statistics.median(ios)
                 for rec, io in zip(recs, ios, strict=True):
-                    if io > STRAGGLER * med and io - med > 0.005:
+                    if io > STRAGGLER * med and io - med > STRAGGLER_MIN_S:
                         found.append(
                             (
                                 io / med if med > 0 else math.inf,
@@ -334,7 +367,7 @@ def stragglers(groups: Sequence[Group]) -> list[str]:
     found.sort(reverse=True)
     lines = [text for _, text in found[:MAX_STRAGGLERS]]
     if len(found) > MAX_STRAGGLERS:
-        lines.append(f"- …and {len(found) - MAX_STRAGGLERS} more stragglers.")
+        lines.append(f"- ...and {len(found) - MAX_STRAGGLERS} more stragglers.")
     return lines
 
 
@@ -363,7 +396,8 @@ def observations(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) -> s
     if groups:
         fast, winners = fastest(groups)
         out += ["\n## Fastest implementation per data size and node count\n", *fast]
-        trend = winner_trend(winners)
+        trend = winner_trend(winners["run"], "was fastest")
+        trend += winner_trend(winners["io"], "spent the least time in IO")
         if trend:
             out += ["", *trend]
         out += ["\n## Share of IO in the run time\n", *io_share(by_series)]

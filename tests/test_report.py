@@ -192,3 +192,38 @@ def test_group_reports_median_and_spread() -> None:
     lo, hi, cv = g.spread("sim_io_s")
     assert (lo, hi) == (1.0, 9.0)
     assert cv == pytest.approx(4.3589 / 4, rel=1e-3)
+
+
+def _synthetic(label: str, sims: int, runs: list[tuple[float, float]]) -> Group:
+    """Repeats of one configuration: (simulation + training run time, IO time) per run."""
+    inputs = sims * 10 * 32 * 32 * 8 / 1e9
+    base = {"implementation": label, "mode": "phased", "nodes": 1, "num_sims": sims}
+    base |= {"grid_size": 32, "trainers": 1, "inputs_gb": inputs, "total_gb": 2 * inputs}
+    base |= {"total_gib": 2 * inputs * 1e9 / 2**30, "run_dir": "x", "transport": label}
+    return Group(
+        [
+            _run(**base, sim_run_s=1.0, train_run_s=t - 1.0, sim_io_s=io / 2, train_io_s=io / 2)
+            for t, io in runs
+        ]
+    )
+
+
+def test_observations_rank_settle_and_flag_variance() -> None:
+    from simferry.observations import observations
+
+    groups = [
+        _synthetic("A", 2, [(2.0, 0.10), (2.1, 0.11)]),
+        _synthetic("B", 2, [(3.0, 0.20), (3.1, 0.21)]),
+        _synthetic("A", 4, [(4.0, 0.20), (4.2, 0.21)]),
+        _synthetic("B", 4, [(3.0, 0.30), (9.0, 0.31)]),
+    ]
+    text = observations(groups, [])
+    assert "**A** was fastest, 2.05 s" in text
+    assert "**A** was fastest, 4.10 s" in text
+    assert "Their repeats overlap (A up to 4.20 s, B down to 3.00 s)" in text
+    assert "**A** spent the least time in IO at all 2 data sizes" in text
+    assert "Every repeat agrees at every size." in text  # IO: A beat B in every repeat
+    assert "run time varied by more than 20% (coefficient of variation) in 1 of 4" in text
+    assert "High variance over 2 runs of B" in text
+    # IO grows 0.105 s -> 0.205 s for A as data doubles: a positive slope, extrapolated.
+    assert "A, per trainer: IO time ≈" in text and "*Extrapolation*" in text
