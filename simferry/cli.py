@@ -181,8 +181,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.transports
         else list(plugins.transports())
     )
-    for n in names:
-        plugins.transport_config_class(n)  # unknown names fail before anything runs
+    # Unknown names fail before anything runs; a transport that needs another launcher
+    # (ddict) is a skipped row, not an invalid configuration.
+    launcher = getattr(args, "launcher", "local")
+    lcls = plugins.launcher_config_class(launcher)
+    mismatched: dict[str, str] = {}
+    for n in list(names):
+        tcls = plugins.transport_config_class(n)
+        if tcls.launchers is not None and launcher not in tcls.launchers:
+            label = f"{lcls.display or launcher} + {tcls.display or n}"
+            mismatched[label] = f"needs --launcher {' or '.join(tcls.launchers)}"
+            names.remove(n)
+    if not names:
+        raise UsageError(
+            f"None of the transports compared works with the {launcher} launcher; "
+            f"{'; '.join(mismatched.values())}."
+            if mismatched
+            else "--transports names no transport; pass e.g. --transports futures,shm."
+        )
     configs = [config_from_args(args, transport=n) for n in names]
     leftovers = {
         k
@@ -212,6 +228,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 raise
     out = make_run_dir(configs[0].runs_dir, "compare")
     summaries: list[dict[str, Any]] = []
+    for label, why in mismatched.items():
+        console.print(f"[yellow]skipping {label}: {why}[/]")
+        summaries.append({"implementation": label, "status": "skipped", "error": why})
     failed = 0
     for cfg in configs:
         label = implementation(cfg)
