@@ -145,7 +145,9 @@ def trainer_task(
     if spec.gpus:
         import torch
 
-        torch.cuda.set_device(spec.trainer % spec.gpus)
+        # Modulo the GPUs this process sees: Parsl's available_accelerators shows each
+        # trainer worker only its own GPU.
+        torch.cuda.set_device(spec.trainer % torch.cuda.device_count())
     check_manifest(manifest, spec.expected_samples, spec.trainer)
     transport = client.connect()
     try:
