@@ -94,6 +94,11 @@ IO_NOTES = {
         "the file-system path on tmpfs (/dev/shm): the same split, with shared-memory pages "
         "instead of a disk."
     ),
+    "redis": (
+        "raw array bytes in chunks plus a small JSON header, nothing pickled, so all of it "
+        "is *transfer*: one MULTI/EXEC pipeline per sample written (simulations), two round "
+        "trips per sample read plus the float32 conversion (trainers), weights save."
+    ),
 }
 GENERIC_NOTE = "time inside the transport's calls, split as the transport reports it."
 
@@ -187,7 +192,9 @@ class Group:
 
     @property
     def label(self) -> str:
-        return str(self.first["implementation"])
+        """The implementation, marked when it ran in streaming mode (phased is the reference)."""
+        streaming = self.first.get("mode") == "streaming"
+        return str(self.first["implementation"]) + (" (streaming)" if streaming else "")
 
     @property
     def n(self) -> int:
@@ -527,11 +534,10 @@ def format_size(gb: float) -> str:
 def series(groups: Sequence[Group]) -> dict[str, list[Group]]:
     """Groups of one implementation across data sizes, keyed by a label that tells them apart.
 
-    Node count, mode and trainer count join the label only when the report mixes them.
+    Node and trainer counts join the label only when the report mixes them; the mode is
+    already in every label.
     """
-    varying = [
-        k for k in ("nodes", "mode", "trainers") if len({g.first.get(k) for g in groups}) > 1
-    ]
+    varying = [k for k in ("nodes", "trainers") if len({g.first.get(k) for g in groups}) > 1]
     out: dict[str, list[Group]] = {}
     for g in groups:
         extra = ", ".join(f"{g.first.get(k)} {k}" for k in varying)
