@@ -47,6 +47,7 @@ from simferry.tasks import SimSpec, TrainOutcome
 from simferry.transports.base import Transport
 from simferry.transports.index import Indexed, Published
 from simferry.workflow import (
+    MAX_SPARED,
     PhaseResult,
     Task,
     gather,
@@ -208,6 +209,7 @@ class ByValueStream:
         self.ended: set[int] = set()
         self.retries = run.cfg.workload.retries
         self.lost = lost_errors(run.launcher)
+        self.blame = getattr(run.launcher, "died_running", None)
 
     def launch(self, kind: str, index: int, task: Task) -> None:
         try:
@@ -218,17 +220,25 @@ class ByValueStream:
                 f"worker ({exc})."
             ) from exc
 
-    def retry(self, kind: str, index: int, task: Task, exc: BaseException) -> None:
-        """Resubmit a task whose worker died (steps and batches are pure, so safe to repeat)."""
+    def retry(
+        self, kind: str, index: int, task: Task, fut: Future[Any], exc: BaseException
+    ) -> None:
+        """Resubmit a task whose worker died (steps and batches are pure, so safe to repeat).
+
+        Charged as ``gather`` does: not when the launcher says it only queued with the dead one.
+        """
         if not isinstance(exc, self.lost):
             raise task_failure(task.what, exc) from exc
-        if task.attempt > self.retries:
+        if self.blame is not None and self.blame(fut) is False and task.spared < MAX_SPARED:
+            task.spared += 1
+        elif task.attempt <= self.retries:
+            task.attempt += 1
+        else:
             raise RunFailure(
                 f"{task.what} failed after {task.attempt} attempt(s): a worker process died "
                 "while it ran or waited (killed, or out of memory); check memory use, or raise "
                 "--retries."
             ) from exc
-        task.attempt += 1
         self.launch(kind, index, task)
 
     def submit_step(self, sim: int, step: int) -> None:
@@ -256,7 +266,7 @@ class ByValueStream:
                 except (Interrupted, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
-                    self.retry(kind, index, task, exc)
+                    self.retry(kind, index, task, fut, exc)
                     continue
                 rec = result.record
                 rec.submitted, rec.received, rec.attempt = task.submitted, received, task.attempt
