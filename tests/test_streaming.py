@@ -179,10 +179,22 @@ def check_streaming_run(run: Path, trainers: int, overlap: bool = True) -> None:
     assert not (run / "data").exists(), "sample data and index must be freed"
 
 
+def skip_unavailable(transport: str) -> None:
+    from simferry import plugins
+
+    known = plugins.transports()
+    if transport not in known:
+        pytest.skip(f"the {transport} transport is not part of this checkout")
+    reason = known[transport](name=transport).unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("transport", ["futures", "filesystem", "shm"])
+@pytest.mark.parametrize("transport", ["futures", "filesystem", "shm", "redis"])
 def test_streaming_run_each_transport(tmp_path: Path, transport: str) -> None:
-    trainers = 2 if transport != "shm" else 1
+    skip_unavailable(transport)
+    trainers = 2 if transport in ("futures", "filesystem") else 1
     simferry(
         "run", "--transport", transport, *STREAM, "--trainers", str(trainers),
         cwd=tmp_path, check=True,
