@@ -37,7 +37,7 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 def measure(cfg: TransportConfig, arr: np.ndarray, tmp: Path, repeat: int) -> tuple[float, float]:
     run = Path(tempfile.mkdtemp(dir=tmp))
-    ctx = RunContext(run, f"bench{run.name}", 2 * arr.nbytes)
+    ctx = RunContext(run, f"bench{run.name}", 4 * arr.nbytes)  # room for overwrites
     owner = cfg.start(ctx)
     key = SampleKey(0, 0, "input")
     try:

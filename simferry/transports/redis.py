@@ -53,6 +53,7 @@ from simferry.transports.filesystem import gib
 
 if TYPE_CHECKING:
     from simferry.transports.index import Published
+    from simferry.transports.redis_server import RedisServer
 
 try:
     import redis
@@ -64,10 +65,10 @@ MIB = 2**20
 MAX_CHUNK = 512 * MIB
 DEFAULT_CHUNK = 4 * MIB
 #: Default maxmemory of a private server: jemalloc rounds a 2**k-byte value up by as much
-#: as 25 %, plus room for client buffers, the index and the weights.
+#: as 25 %; plus room for client buffers, the index, the weights and a retried write.
 MEMORY_HEADROOM = 1.3
 MEMORY_EXTRA = 64 * MIB
-#: Bytes fetched per round trip when reading the rest of a multi-chunk array.
+#: About this many bytes of chunks are fetched per pipeline (bounds a reader's buffers).
 READ_BATCH = 64 * MIB
 #: Reads of an array that is overwritten while being read, before giving up.
 READ_ATTEMPTS = 10
@@ -140,7 +141,9 @@ class RedisTransport:
 
     kind = "redis"
 
-    def __init__(self, spec: RedisSpec, owner: bool = False, server: Any = None) -> None:
+    def __init__(
+        self, spec: RedisSpec, owner: bool = False, server: RedisServer | None = None
+    ) -> None:
         from simferry.transports.redis_server import make_client
 
         self.spec = spec

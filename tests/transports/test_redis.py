@@ -424,8 +424,12 @@ def test_publications_arrive_once_in_order_and_wake_a_waiting_reader(
 # --- the command line -------------------------------------------------------------------
 
 
-def test_run_with_redis_verifies_every_sample_and_leaves_no_server(tmp_path: Path) -> None:
-    proc = simferry("run", "--transport", "redis", *SMALL, "--trainers", "2", cwd=tmp_path)
+@pytest.mark.parametrize("mode", ["phased", "streaming"])
+def test_run_with_redis_verifies_every_sample_and_leaves_no_server(
+    tmp_path: Path, mode: str
+) -> None:
+    args = ["--mode", mode, "--trainers", "2"]
+    proc = simferry("run", "--transport", "redis", *SMALL, *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "40 samples verified by each of 2 trainer(s)" in proc.stdout
     run = only_run_dir(tmp_path / "runs")
