@@ -282,6 +282,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep(args)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from simferry.submit import submit_command
+
+    return submit_command(args)
+
+
 def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
     found: list[Path] = []
     for p in paths:
@@ -342,6 +348,11 @@ def make_parser() -> Parser:
 
     add_sweep_flags(p)
     p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("submit", help="write a PBS/Slurm job script for run/compare; submit it")
+    from simferry.submit import add_submit_flags
+
+    add_submit_flags(p)
+    p.set_defaults(func=cmd_submit)
     p = sub.add_parser("doctor", help="what is installed and usable here")
     p.add_argument("--clean", action="store_true", help="remove data left by killed runs")
     p.set_defaults(func=cmd_doctor)

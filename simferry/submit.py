@@ -1,0 +1,269 @@
+"""PBS and Slurm job scripts that run simferry inside one allocation (``simferry submit``).
+
+Like the reference's multi-node submit script: the scheduler header, the environment
+activated, a short warm-up run (imports, file-system caches and Parsl's first start are
+paid there, not in the measured run), then the ``run`` or ``compare`` asked for -- with
+``--launcher parsl --provider pbs|slurm`` unless the arguments say otherwise. Inside the
+job the Parsl launcher reads the allocation (``PBS_NODEFILE``, ``SLURM_*``) and starts
+its worker pools on those nodes, so nothing else is queued. The script and everything the
+job writes go to a new directory under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from simferry.errors import RunFailure, UsageError
+from simferry.launchers.parsl import WALLTIME
+
+Scheduler = Literal["pbs", "slurm"]
+SUBMIT_COMMAND = {"pbs": "qsub", "slurm": "sbatch"}
+SCRIPT_NAME = {"pbs": "job.pbs", "slurm": "job.sbatch"}
+#: Queue, account and job names go into directive lines: keep them one plain word.
+NAME = re.compile(r"^[\w.@:+-]+$")
+WARMUP = ["--num-sims", "2", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
+
+
+@dataclass
+class JobRequest:
+    """Everything a job script is made of; validated by ``request_from_args``."""
+
+    scheduler: Scheduler
+    nodes: int
+    walltime: str
+    #: The simferry arguments to run, starting with ``run`` or ``compare``.
+    command: list[str]
+    job_dir: Path
+    workdir: Path
+    queue: str | None = None
+    account: str | None = None
+    job_name: str = "simferry"
+    #: Extra scheduler directives, without the ``#PBS``/``#SBATCH`` prefix.
+    directives: list[str] = field(default_factory=list)
+    #: Shell lines run before the environment is activated (``module load ...``).
+    setup: list[str] = field(default_factory=list)
+    venv: Path | None = None
+    warmup: bool = True
+
+
+def header(req: JobRequest) -> list[str]:
+    if req.scheduler == "pbs":
+        lines = [
+            f"#PBS -N {req.job_name}",
+            f"#PBS -l select={req.nodes}",
+            f"#PBS -l walltime={req.walltime}",
+        ]
+        lines += [f"#PBS -q {req.queue}"] if req.queue else []
+        lines += [f"#PBS -A {req.account}"] if req.account else []
+        lines += [f"#PBS {d}" for d in req.directives]
+        return [*lines, "#PBS -j oe", f"#PBS -o {req.job_dir / 'job.out'}"]
+    lines = [
+        f"#SBATCH --job-name={req.job_name}",
+        f"#SBATCH --nodes={req.nodes}",
+        f"#SBATCH --time={req.walltime}",
+    ]
+    lines += [f"#SBATCH --partition={req.queue}"] if req.queue else []
+    lines += [f"#SBATCH --account={req.account}"] if req.account else []
+    lines += [f"#SBATCH {d}" for d in req.directives]
+    return [*lines, f"#SBATCH --output={req.job_dir / 'job-%j.out'}"]
+
+
+def given(args: list[str], flag: str) -> list[str]:
+    """``flag`` and its value as written in ``args`` (``--flag V`` or ``--flag=V``)."""
+    for i, arg in enumerate(args):
+        if arg == flag:
+            return args[i : i + 2]
+        if arg.startswith(flag + "="):
+            return [arg]
+    return []
+
+
+def launcher_args(args: list[str], scheduler: Scheduler) -> list[str]:
+    """The launcher flags to add: Parsl on this scheduler, unless the command chose."""
+    if given(args, "--launcher"):
+        return []
+    if given(args, "--provider"):
+        return ["--launcher", "parsl"]
+    return ["--launcher", "parsl", "--provider", scheduler]
+
+
+def job_script(req: JobRequest) -> str:
+    """The job script's text: header, environment, warm-up, then the requested run."""
+    python = str(req.venv / "bin" / "python") if req.venv else sys.executable
+    simferry = f"{shlex.quote(python)} -m simferry"
+    sub, rest = req.command[0], req.command[1:]
+    extra = launcher_args(req.command, req.scheduler)
+    main = [sub, *rest, *extra]
+    if not given(rest, "--runs-dir"):
+        main += ["--runs-dir", str(req.job_dir)]
+    lines = [
+        "#!/bin/bash -l",
+        *header(req),
+        "",
+        f"# Written by `simferry submit` at {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.",
+        "set -eo pipefail",
+        f"cd {shlex.quote(str(req.workdir))}",
+        *req.setup,
+    ]
+    if req.venv:
+        lines.append(f"source {shlex.quote(str(req.venv / 'bin' / 'activate'))}")
+    if req.warmup:
+        # The same launcher as the measured run, on a tiny workload.
+        chosen = given(rest, "--launcher") + given(rest, "--provider") + extra
+        warm = ["run", *chosen, "--transport", "filesystem", *WARMUP]
+        warm += ["--runs-dir", str(req.job_dir / "warmup")]
+        lines += [
+            "",
+            "# Warm-up: imports, file caches and the launcher's first start, not measured.",
+            f"{simferry} {shlex.join(warm)} || echo 'simferry: warm-up run failed' >&2",
+        ]
+    lines += ["", f"{simferry} {shlex.join(main)}", ""]
+    return "\n".join(lines)
+
+
+def _check_command(command: list[str]) -> None:
+    """Refuse now what the job would only refuse in the queue, hours later."""
+    from simferry.cli import config_from_args, make_parser
+    from simferry.plugins import transports
+
+    if not command or command[0] not in ("run", "compare"):
+        raise UsageError(
+            "Give the simferry command to run after --, e.g. "
+            "'simferry submit --scheduler pbs --nodes 2 -- run --num-sims 64'."
+        )
+    ns = make_parser().parse_args(command)
+    if command[0] == "run":
+        config_from_args(ns)
+        return
+    names = ns.transports.split(",") if ns.transports else list(transports())
+    for name in names:
+        if name.strip():
+            config_from_args(ns, transport=name.strip())
+
+
+def request_from_args(args: argparse.Namespace) -> JobRequest:
+    if args.nodes < 1:
+        raise UsageError(f"--nodes must be at least 1, not {args.nodes}.")
+    if not WALLTIME.match(args.walltime):
+        raise UsageError(f"--walltime must look like HH:MM:SS, not {args.walltime!r}.")
+    for flag in ("queue", "account", "job_name"):
+        value = getattr(args, flag)
+        if value is not None and not NAME.match(value):
+            raise UsageError(
+                f"--{flag.replace('_', '-')} must be one word of letters, digits and ._@:+-, "
+                f"not {value!r}."
+            )
+    for line in args.directive + args.setup:
+        if "\n" in line or "\r" in line:
+            raise UsageError(f"--directive and --setup take one line each, not {line!r}.")
+    command = list(args.simferry_args)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    _check_command(command)
+    venv = args.venv
+    if venv is None and sys.prefix != sys.base_prefix:
+        venv = Path(sys.prefix)
+    if venv is not None:
+        venv = venv.resolve()
+        if not (venv / "bin" / "activate").is_file():
+            raise UsageError(f"{venv} is not a virtual environment (no bin/activate).")
+    return JobRequest(
+        scheduler=args.scheduler,
+        nodes=args.nodes,
+        walltime=args.walltime,
+        command=command,
+        job_dir=Path("."),  # set once the directory exists
+        workdir=Path.cwd(),
+        queue=args.queue,
+        account=args.account,
+        job_name=args.job_name,
+        directives=list(args.directive),
+        setup=list(args.setup),
+        venv=venv,
+        warmup=not args.no_warmup,
+    )
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    """``simferry submit``: write the job script; print it (--dry-run) or submit it."""
+    from simferry.records import make_run_dir
+
+    req = request_from_args(args)
+    tool = SUBMIT_COMMAND[req.scheduler]
+    exe = shutil.which(tool)
+    if exe is None and not args.dry_run:
+        raise UsageError(
+            f"{tool} was not found on PATH; run this on a {req.scheduler.upper()} login node, "
+            "or pass --dry-run to write and print the job script without submitting it."
+        )
+    req.job_dir = make_run_dir(args.runs_dir, f"submit-{req.scheduler}").resolve()
+    script = req.job_dir / SCRIPT_NAME[req.scheduler]
+    script.write_text(job_script(req), encoding="utf-8")
+    script.chmod(0o700)
+    if args.dry_run:
+        print(script.read_text(encoding="utf-8"), end="")
+        print(f"# job script: {script} (not submitted: --dry-run)", file=sys.stderr)
+        return 0
+    assert exe is not None
+    try:
+        proc = subprocess.run(
+            [exe, str(script)], cwd=req.workdir, capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RunFailure(f"{tool} could not be run ({exc}); the job script is {script}.") from None
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise RunFailure(
+            f"{tool} refused the job ({detail[-1] if detail else f'exit {proc.returncode}'}); "
+            f"the job script is {script}."
+        )
+    job_id = proc.stdout.strip().split()[-1] if proc.stdout.strip() else "?"
+    (req.job_dir / "job_id").write_text(job_id + "\n", encoding="utf-8")
+    print(f"submitted job {job_id}; script and results in {req.job_dir}")
+    return 0
+
+
+def add_submit_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", choices=["pbs", "slurm"], required=True)
+    p.add_argument("--nodes", type=int, default=1, help="nodes to request (default: 1)")
+    p.add_argument("--walltime", default="01:00:00", help="HH:MM:SS (default: 01:00:00)")
+    p.add_argument("--queue", help="PBS queue / Slurm partition")
+    p.add_argument("--account", help="project to charge (PBS -A / Slurm --account)")
+    p.add_argument("--job-name", default="simferry", help="job name (default: simferry)")
+    p.add_argument(
+        "--directive",
+        action="append",
+        default=[],
+        help="extra scheduler line without its #PBS/#SBATCH prefix, e.g. "
+        "'-l filesystems=home:eagle' (repeatable)",
+    )
+    p.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        help="shell line run before activating the environment, e.g. 'module load conda' "
+        "(repeatable)",
+    )
+    p.add_argument(
+        "--venv", type=Path, help="virtual environment to activate (default: the current one)"
+    )
+    p.add_argument("--no-warmup", action="store_true", help="skip the short warm-up run")
+    p.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="where the job directory goes"
+    )
+    p.add_argument("--dry-run", action="store_true", help="write and print the script only")
+    p.add_argument(
+        "simferry_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- run|compare ARGS",
+        help="the simferry command the job runs",
+    )
