@@ -1,0 +1,89 @@
+"""Soak: 50 small runs back to back in one process, across transports and both modes.
+
+Whatever a run leaks -- open files, child processes, /dev/shm entries, memory -- shows up
+as growth over many runs; the counts after the warm-up runs must stay flat.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch  # noqa: F401  -- forked workers inherit it: ~1 s runs
+
+from simferry import plugins
+from simferry.config import build
+from simferry.records import read_summary
+from simferry.workflow import execute
+
+from .leaks import shm_entries
+
+pytestmark = pytest.mark.integration
+
+RUNS = int(os.environ.get("SIMFERRY_SOAK_RUNS", "50"))
+#: Bound on a loaded machine (2 shared cores): stop early, but never below MIN_RUNS.
+BUDGET_S = float(os.environ.get("SIMFERRY_SOAK_BUDGET_S", "150"))
+MIN_RUNS = 25
+WARMUP = 5
+#: Memory the main process may gain over the measured runs (allocator noise, caches).
+RSS_TOLERANCE = 48 * 2**20
+
+
+def transports() -> list[str]:
+    names = []
+    for name, cls in sorted(plugins.transports().items()):
+        local = cls.launchers is None or "local" in cls.launchers
+        if local and not cls(name=name).unavailable_reason():
+            names.append(name)
+    return names
+
+
+def usage() -> dict[str, int]:
+    gc.collect()
+    me = psutil.Process()
+    return {
+        "fds": me.num_fds(),
+        "threads": me.num_threads(),
+        "children": len(me.children(recursive=True)),
+        "shm": len(shm_entries()),
+        "rss": me.memory_info().rss,
+    }
+
+
+def test_fifty_runs_leave_nothing_behind(tmp_path: Path) -> None:
+    names = transports()
+    assert {"futures", "filesystem", "shm"} <= set(names)
+    os.umask(0o077)
+    seen: dict[str, int] = {}
+    baseline: dict[str, int] = {}
+    t0 = time.perf_counter()
+    runs = 0
+    for i in range(RUNS):
+        if i >= MIN_RUNS and time.perf_counter() - t0 > BUDGET_S:
+            break
+        runs += 1
+        name = names[i % len(names)]
+        mode = "streaming" if i % 5 == 4 else "phased"
+        cfg = build(
+            {"num_sims": 2, "grid_size": 16, "step_seconds": 0, "mode": mode},
+            {"name": "local"},
+            {"name": name},
+        )
+        run_dir = execute(cfg, parent=tmp_path / "runs")
+        assert read_summary(run_dir)["status"] == "ok"
+        seen[f"{name}/{mode}"] = seen.get(f"{name}/{mode}", 0) + 1
+        if i + 1 == WARMUP:
+            baseline = usage()
+    after = usage()
+    elapsed = time.perf_counter() - t0
+    print(f"\n{runs} runs in {elapsed:.0f} s: {seen}\nbaseline {baseline}\nafter    {after}")
+    assert len(list((tmp_path / "runs").iterdir())) == runs
+    for key in ("fds", "threads", "children", "shm"):
+        assert after[key] <= baseline[key], f"{key} grew: {baseline[key]} -> {after[key]}"
+    assert after["children"] == 0 and after["shm"] == 0
+    grew = after["rss"] - baseline["rss"]
+    assert grew <= RSS_TOLERANCE, f"RSS grew by {grew / 2**20:.0f} MiB over {runs - WARMUP} runs"
