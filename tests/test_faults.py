@@ -23,6 +23,7 @@ import psutil
 import pytest
 import torch  # noqa: F401  -- forked workers inherit it: ~1 s runs instead of ~3 s
 
+from simferry import plugins
 from simferry.config import build
 from simferry.errors import RunFailure
 from simferry.records import read_records, read_summary
@@ -298,6 +299,36 @@ def test_storage_too_small_is_refused_before_anything_starts(
     assert proc.returncode == 2
     assert "The data directory" in err and len(err.strip().splitlines()) == 1
     assert list(small_tmpfs.iterdir()) == [] and not (tmp_path / "runs").exists()
+
+
+# --- a transport's server dying mid-run
+
+
+def test_redis_server_dying_mid_run_is_a_clean_failure(tmp_path: Path) -> None:
+    cls = plugins.transports().get("redis")
+    if cls is None or cls(name="redis").unavailable_reason():
+        pytest.skip("the redis transport is not usable here")
+    args = ["--num-sims", "4", "--grid-size", "32", "--step-seconds", "0.2", "--quiet"]
+    proc = start_cli("run", "--transport", "redis", *args, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        server = None
+        while server is None and time.monotonic() < deadline:
+            kids = psutil.Process(proc.pid).children(recursive=True)
+            server = next((c for c in kids if "redis-server" in c.name()), None)
+            time.sleep(0.02)
+        assert server is not None, "the run never started its redis-server"
+        time.sleep(0.5)  # simulations are writing
+        server.kill()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Redis server" in lines[0] and "Traceback" not in err, err
+        assert wait_gone(proc.pid) == []
+    finally:
+        kill_session(proc.pid)
+    s = read_summary(only_run_dir(tmp_path / "runs"))
+    assert s["status"] == "failed" and "Redis server" in s["error"]
 
 
 # --- Ctrl-C and SIGTERM at each phase
