@@ -488,6 +488,13 @@ class ParslLauncher:
             raise
         self.startup_s = time.perf_counter() - t0
 
+    @property
+    def lost_errors(self) -> tuple[type[BaseException], ...]:
+        """Errors meaning a worker (or its node's manager) died: the workflow retries those."""
+        from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
+
+        return (WorkerLost, ManagerLost)
+
     def _executor(self, role: Role) -> Any:
         return self._dfk.executors[LABELS[role]]
 
