@@ -230,7 +230,10 @@ def extrapolate(fit: Fit, targets: Sequence[tuple[float, str]]) -> str:
         )
     text = ""
     if fit.r2 < MIN_R2:
-        text = f"The fit is poor (R² < {MIN_R2}): data size explains little of the IO time here. "
+        text = (
+            f"The fit is loose (R² below {MIN_R2}): much of the IO time varies with something "
+            "other than data size here, so treat the extrapolation with caution. "
+        )
     outside = sorted((x, note) for x, note in targets if x > fit.xmax)
     if outside:
         preds = ", ".join(f"{fit.at(x):.3g} s at {gb(x)}{note}" for x, note in outside)

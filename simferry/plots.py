@@ -110,8 +110,11 @@ def bandwidth(by_series: dict[str, list[Group]], path: Path) -> Path:
         ax.set_ylabel("GB/s (bytes / IO time per task)")
         ax.grid(alpha=0.3)
     if xs_all and max(xs_all) / max(min(xs_all), 1e-12) > 5:
+        from matplotlib.ticker import NullFormatter
+
         for ax in axes[0]:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)
 
