@@ -112,7 +112,9 @@ def _split(values: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     return {k: values.pop(k) for k in list(values) if k in model.model_fields and k != "name"}
 
 
-def config_from_args(args: argparse.Namespace, transport: str | None = None) -> RunConfig:
+def config_from_args(
+    args: argparse.Namespace, transport: str | None = None, launcher: str | None = None
+) -> RunConfig:
     values = {
         k: v
         for k, v in vars(args).items()
@@ -123,7 +125,8 @@ def config_from_args(args: argparse.Namespace, transport: str | None = None) -> 
         loaded = load_config(args.config).dump()
         base = {k: dict(loaded[k]) for k in ("workload", "launcher", "transport")}
         base["runs_dir"] = loaded["runs_dir"]
-    launcher = values.pop("launcher", base["launcher"].get("name", "local"))
+    launcher = launcher or values.pop("launcher", base["launcher"].get("name", "local"))
+    values.pop("launcher", None)
     tname = transport or values.pop("transport", base["transport"].get("name", "filesystem"))
     if launcher != base["launcher"].get("name", launcher):
         base["launcher"] = {}
@@ -152,11 +155,15 @@ def _progress(args: argparse.Namespace, label: str = "") -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from simferry.launchers.dragon import needs_runtime, run_config_under_dragon
     from simferry.records import read_summary
     from simferry.report import TABLE_HEADER, markdown_table, table_rows
-    from simferry.workflow import execute
+    from simferry.workflow import check_run, execute
 
     cfg = config_from_args(args)
+    if needs_runtime(cfg):  # typed in a plain shell: the same run under `dragon`
+        check_run(cfg)
+        return run_config_under_dragon(cfg, args.quiet)[0]
     run_dir = execute(cfg, _progress(args))
     summary = read_summary(run_dir)
     print(markdown_table(TABLE_HEADER, table_rows([summary])), end="")
@@ -171,6 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from simferry.launchers.dragon import execute_under_dragon, needs_runtime
     from simferry.records import make_run_dir, read_summary
     from simferry.report import write_report
     from simferry.workflow import check_run, execute, implementation
@@ -182,24 +190,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
         else list(plugins.transports())
     )
     # Unknown names fail before anything runs; a transport that needs another launcher
-    # (ddict) is a skipped row, not an invalid configuration.
+    # (ddict) runs with the first one it allows, or is a skipped row where that is missing.
     launcher = getattr(args, "launcher", "local")
-    lcls = plugins.launcher_config_class(launcher)
+    elsewhere: dict[str, str] = {}
     mismatched: dict[str, str] = {}
     for n in list(names):
         tcls = plugins.transport_config_class(n)
         if tcls.launchers is not None and launcher not in tcls.launchers:
-            label = f"{lcls.display or launcher} + {tcls.display or n}"
-            mismatched[label] = f"needs --launcher {' or '.join(tcls.launchers)}"
+            alt = tcls.launchers[0]
+            acls = plugins.launcher_config_class(alt)
+            why = acls(name=alt).unavailable_reason() or tcls(name=n).unavailable_reason()
+            if why is None:
+                elsewhere[n] = alt
+                continue
+            mismatched[f"{acls.display or alt} + {tcls.display or n}"] = why
             names.remove(n)
     if not names:
         raise UsageError(
-            f"None of the transports compared works with the {launcher} launcher; "
-            f"{'; '.join(mismatched.values())}."
+            "None of the transports compared can run here: "
+            + "; ".join(f"{k}: {v.rstrip('.')}" for k, v in mismatched.items())
+            + "."
             if mismatched
             else "--transports names no transport; pass e.g. --transports futures,shm."
         )
-    configs = [config_from_args(args, transport=n) for n in names]
+    configs = [config_from_args(args, transport=n, launcher=elsewhere.get(n)) for n in names]
     leftovers = {
         k
         for k in vars(args)
@@ -241,7 +255,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             continue
         console.print(f"[bold]{label}[/]")
         try:
-            run_dir = execute(cfg, _progress(args, f"{cfg.transport.name} "), parent=out)
+            run = execute_under_dragon if needs_runtime(cfg) else execute
+            run_dir = run(cfg, _progress(args, f"{cfg.transport.name} "), parent=out)
             summaries.append(read_summary(run_dir))
         except Interrupted:
             raise
@@ -353,6 +368,11 @@ def make_parser() -> Parser:
 
     add_submit_flags(p)
     p.set_defaults(func=cmd_submit)
+    p = sub.add_parser("ddict-demo", help="the DDict introduction: workers share a DDict")
+    from simferry.ddict_demo import add_demo_flags, cmd_ddict_demo
+
+    add_demo_flags(p)
+    p.set_defaults(func=cmd_ddict_demo)
     p = sub.add_parser("doctor", help="what is installed and usable here")
     p.add_argument("--clean", action="store_true", help="remove data left by killed runs")
     p.set_defaults(func=cmd_doctor)

@@ -36,20 +36,24 @@ def fault_point(kind: str, index: int, step: int) -> None:
     ``SIMFERRY_FAULT=kill-sim:<index>:<step>`` (or ``kill-train:<index>:<sample>``; several
     joined by commas) kills the worker right after that step was written (or that sample
     read), as the OOM killer or a node failure would. A ``@<path>`` suffix fires only once
-    per run: the first worker to create ``<path>`` dies, so a retry succeeds.
+    per run: the first worker to create ``<path>`` dies, so a retry succeeds. ``raise-``
+    instead of ``kill-`` raises an exception in the task instead (a failing simulation).
     """
     spec = os.environ.get("SIMFERRY_FAULT")
     if not spec:
         return
     for item in spec.split(","):
         point, _, marker = item.partition("@")
-        if point.strip() != f"kill-{kind}:{index}:{step}":
+        action, _, where = point.strip().partition("-")
+        if action not in ("kill", "raise") or where != f"{kind}:{index}:{step}":
             continue
         if marker:
             try:
                 os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             except FileExistsError:
                 return
+        if action == "raise":
+            raise RuntimeError(f"injected failure {point.strip()} (SIMFERRY_FAULT)")
         os.kill(os.getpid(), signal.SIGKILL)
 
 

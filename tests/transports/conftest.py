@@ -51,6 +51,15 @@ def _redis_tcp_chunked(ctx: RunContext) -> TransportConfig:
     return RedisConfig(redis_bind="127.0.0.1", redis_chunk_bytes=100_000)
 
 
+def _ddict(ctx: RunContext) -> TransportConfig:
+    from simferry.launchers.dragon import in_runtime
+    from simferry.transports.ddict import DDictConfig
+
+    if not in_runtime():  # tests/transports/test_ddict.py runs this suite under `dragon`
+        pytest.skip("the DDict lives only inside a Dragon runtime")
+    return DDictConfig()
+
+
 #: name -> factory; other transports append themselves here (see tests for redis, ddict).
 FACTORIES: dict[str, Callable[[RunContext], TransportConfig]] = {
     "futures": _futures,
@@ -59,6 +68,7 @@ FACTORIES: dict[str, Callable[[RunContext], TransportConfig]] = {
     "shm": _shm,
     "redis": _redis,
     "redis-tcp-chunked": _redis_tcp_chunked,
+    "ddict": _ddict,
 }
 
 

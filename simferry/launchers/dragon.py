@@ -1,0 +1,405 @@
+"""DragonHPC process pools, and starting the Dragon runtime when simferry is not inside one.
+
+Simulations run on one ``dragon.native.pool.Pool`` of ``--sim-workers`` processes spread
+over the runtime's nodes. Each trainer gets a pool of one process placed by a Dragon
+policy: pinned to one GPU (``System.gpu_policies``) when the nodes have GPUs, else to a
+node in turn, so a CPU-only machine gets ``--trainers`` processes instead of the
+reference's pool of zero. Pool results complete real ``concurrent.futures.Future``s, which
+is all the workflow waits on.
+
+Dragon objects only work inside its runtime, which the ``dragon`` executable starts. Typed
+in a plain shell, ``simferry run --launcher dragon`` therefore re-runs itself under
+``dragon`` (``run_under_dragon``); under ``dragon`` already (a batch script) it runs in
+place. This module imports nothing from Dragon at import time, so ``doctor`` and
+``compare`` work where dragonhpc is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from simferry.errors import Interrupted, RunFailure
+from simferry.launchers.base import LauncherConfig, Role
+from simferry.launchers.local import warm_trainer
+from simferry.plugins import register_launcher
+from simferry.transports.exceptions import TransportUnavailableError
+
+if TYPE_CHECKING:
+    from simferry.config import RunConfig
+
+INSTALL = "install it with `pip install dragonhpc` (Linux, Python 3.10-3.12)"
+#: Set by the Dragon runtime in every process it starts.
+RUNTIME_ENV = "DRAGON_MY_PUID"
+#: When the parent simferry started ``dragon`` (time.time()), to report the boot time.
+BOOT_ENV = "SIMFERRY_DRAGON_T0"
+#: Seconds between checks that no pool worker died (a dead worker's task never returns).
+WATCH_S = 1.0
+
+
+def in_runtime() -> bool:
+    """Whether this process was started by the Dragon runtime (``dragon`` or a pool)."""
+    return RUNTIME_ENV in os.environ
+
+
+def dragon_executable() -> Path | None:
+    """The ``dragon`` launcher of this Python's environment, else the one on PATH."""
+    beside = Path(sys.executable).parent / "dragon"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("dragon")
+    return Path(found) if found else None
+
+
+def missing_reason() -> str | None:
+    """Why Dragon cannot be used here, in one sentence; ``None`` when it can."""
+    if importlib.util.find_spec("dragon") is None:
+        return f"dragonhpc is not installed; {INSTALL}."
+    if not in_runtime() and dragon_executable() is None:
+        return (
+            f"the `dragon` executable of dragonhpc is not on PATH; {INSTALL} in this environment."
+        )
+    return None
+
+
+def require_runtime(what: str) -> None:
+    """Refuse Dragon objects outside the runtime, where they would fail obscurely."""
+    reason = missing_reason()
+    if reason:
+        raise TransportUnavailableError(f"{what} cannot run: {reason}")
+    if not in_runtime():
+        raise TransportUnavailableError(
+            f"{what} needs the Dragon runtime; use `simferry run --launcher dragon`, which "
+            "starts it, or run simferry under `dragon`."
+        )
+
+
+class DragonLauncher:
+    """A simulation pool and one single-process pool per trainer, inside the runtime."""
+
+    name = "dragon"
+
+    def __init__(self, sim_workers: int | None, num_sims: int, trainers: int | None) -> None:
+        from dragon.native.machine import Node, System
+        from dragon.native.pool import Pool
+
+        t0 = time.perf_counter()
+        system = System()
+        nodes = [Node(h) for h in system.nodes]
+        self.nodes = len(nodes)
+        self.gpus = sum(n.num_gpus for n in nodes)
+        cores = sum(n.num_cpus for n in nodes)
+        self.sim_workers = sim_workers or max(1, min(num_sims, cores))
+        self.trainers = trainers or max(1, self.gpus)
+        # GPU nodes: trainer i on GPU i (mod GPUs); CPU nodes: trainers dealt over nodes.
+        places = system.gpu_policies() if self.gpus else system.hostname_policies()
+        per_node = -(-self.trainers // max(1, self.nodes))
+        self._pools: dict[Role, list[Any]] = {"sim": [], "train": []}
+        self._pending: dict[Future[Any], Role] = {}
+        self._lock = threading.Lock()
+        self._next = itertools.count()
+        self._failure: str | None = None
+        try:
+            self._pools["sim"].append(Pool(self.sim_workers))
+            for i in range(self.trainers):
+                pool = Pool(
+                    policy=places[i % len(places)],
+                    processes_per_policy=1,
+                    initializer=warm_trainer,
+                    initargs=(per_node,),
+                )
+                self._pools["train"].append(pool)
+            # Wait until the simulation workers run, so start-up is not charged to them.
+            self._pools["sim"][0].apply_async(os.getpid).get(timeout=300)
+        except BaseException:
+            self.shutdown(cancel=True)
+            raise
+        self._seen = self._exits()
+        self._stop = threading.Event()
+        self._watch = threading.Thread(target=self._watchdog, name="dragon-watch", daemon=True)
+        self._watch.start()
+        self.startup_s = time.perf_counter() - t0 + boot_seconds()
+
+    def submit(self, role: Role, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        pools = self._pools[role]
+        # A trainer's tasks go to its own (GPU-pinned) process; anything else in turn.
+        index = getattr(args[0], "trainer", None) if args and role == "train" else None
+        pool = pools[(next(self._next) if index is None else index) % len(pools)]
+        fut: Future[Any] = Future()
+        fut.set_running_or_notify_cancel()
+        with self._lock:
+            if self._failure:
+                fut.set_exception(RunFailure(self._failure))
+                return fut
+            self._pending[fut] = role
+        pool.apply_async(
+            fn,
+            args,
+            callback=lambda value: self._settle(fut, value, None),
+            error_callback=lambda exc: self._settle(fut, None, exc),
+        )
+        return fut
+
+    def _settle(self, fut: Future[Any], value: Any, exc: BaseException | None) -> None:
+        """Complete ``fut`` from the pool's result thread (once: the watchdog may be first)."""
+        with self._lock:
+            if self._pending.pop(fut, None) is None:
+                return
+        if exc is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(exc)
+
+    def _exits(self) -> dict[int, int]:
+        """Exit codes of pool workers that ended, by Dragon process id."""
+        found: dict[int, int] = {}
+        for pool in itertools.chain(*self._pools.values()):
+            with contextlib.suppress(Exception):
+                found.update(dict(pool._pg.inactive_puids))
+        return found
+
+    def _watchdog(self) -> None:
+        """Fail the pending tasks when a worker dies: its task's result would never come.
+
+        Dragon restarts the worker but not the task, and cannot say which task it ran, so
+        the run fails with the exit code instead of waiting forever.
+        """
+        while not self._stop.wait(WATCH_S):
+            with self._lock:
+                if not self._pending:
+                    continue
+            dead = {p: c for p, c in self._exits().items() if p not in self._seen}
+            if not dead:
+                continue
+            code = next(iter(dead.values()))
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            why = (
+                f"A Dragon worker process died ({how}) while tasks were running; "
+                "it was killed or ran out of memory, so lower --num-sims, --grid-size or "
+                "--sim-workers."
+            )
+            with self._lock:
+                self._failure = why
+                failed, self._pending = list(self._pending), {}
+            for fut in failed:
+                fut.set_exception(RunFailure(why))
+            return
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Join every pool; with ``cancel``, stop running tasks first (SIGINT, then harder)."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+        for pool in itertools.chain(*self._pools.values()):
+            with contextlib.suppress(Exception):
+                if cancel:
+                    pool.terminate(patience=5)
+                else:
+                    pool.close()
+                pool.join(patience=30)
+        self._pools = {"sim": [], "train": []}
+
+
+def boot_seconds() -> float:
+    """Seconds from the parent simferry starting ``dragon`` to this process starting."""
+    started = os.environ.get(BOOT_ENV)
+    if not started:
+        return 0.0
+    try:
+        import psutil
+
+        return max(0.0, psutil.Process().create_time() - float(started))
+    except (ValueError, OSError, ImportError):
+        return 0.0
+
+
+@register_launcher
+class DragonConfig(LauncherConfig):
+    """DragonHPC process pools (simferry starts the runtime when needed)."""
+
+    name: Literal["dragon"] = "dragon"
+    display: ClassVar[str] = "DragonHPC"
+    sim_workers: int | None = Field(
+        None, ge=1, le=100_000, description="simulation processes (default: min(num_sims, cores))"
+    )
+
+    def unavailable_reason(self) -> str | None:
+        return missing_reason()
+
+    def node_count(self) -> int:
+        if not in_runtime():
+            return 1
+        from dragon.native.machine import System
+
+        return max(1, System().nnodes)
+
+    def start(self, num_sims: int, trainers: int | None, run_dir: Any) -> DragonLauncher:
+        require_runtime("The dragon launcher")
+        return DragonLauncher(self.sim_workers, num_sims, trainers)
+
+
+# --- Running simferry itself under the `dragon` executable --------------------------------
+
+
+def needs_runtime(cfg: RunConfig) -> bool:
+    """Whether ``cfg`` must be run under ``dragon`` because this process is not."""
+    return cfg.launcher.name == "dragon" and not in_runtime()
+
+
+def execute_under_dragon(cfg: RunConfig, progress: Any = None, parent: Path | None = None) -> Path:
+    """``workflow.execute`` for a plain shell: the run happens under a new Dragon runtime.
+
+    Raises as ``execute`` would (``RunFailure`` with the run's error, ``Interrupted``), so
+    ``compare`` treats a Dragon row like any other.
+    """
+    from simferry.progress import NullProgress
+    from simferry.records import read_summary
+
+    if parent is not None:
+        cfg = cfg.model_copy(update={"runs_dir": parent})
+    quiet = progress is None or isinstance(progress, NullProgress)
+    code, run_dir = run_config_under_dragon(cfg, quiet, echo=False)
+    if code > 128 and code - 128 in (signal.SIGINT, signal.SIGTERM):
+        raise Interrupted(code - 128)
+    summary = read_summary(run_dir) if run_dir and (run_dir / "summary.json").exists() else {}
+    if code != 0 or summary.get("status") != "ok":
+        why = summary.get("error") or f"simferry under dragon exited with code {code}"
+        raise RunFailure(str(why).rstrip(".") + ".")
+    assert run_dir is not None
+    return run_dir
+
+
+def run_config_under_dragon(
+    cfg: RunConfig, quiet: bool, echo: bool = True
+) -> tuple[int, Path | None]:
+    """Run ``cfg`` with ``simferry run`` under a fresh Dragon runtime.
+
+    The child gets the validated configuration as a ``config.toml``, so it runs exactly
+    what this process checked. Returns the exit code and the run directory it made.
+    """
+    import tomli_w
+
+    from simferry.records import drop_none
+
+    runs = Path(cfg.runs_dir)
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+    with tempfile.TemporaryDirectory(prefix="simferry-dragon-") as tmp:
+        path = Path(tmp) / "config.toml"
+        path.write_text(tomli_w.dumps(drop_none(cfg.dump())), encoding="utf-8")
+        args = ["run", "--config", str(path)] + (["--quiet"] if quiet else [])
+        code = run_under_dragon(args, None if echo else (lambda line: None))
+    # The child made exactly one new run directory (a failed run prints no path).
+    made = sorted(set(runs.iterdir()) - before) if runs.is_dir() else []
+    return code, (made[-1] if made else None)
+
+
+def run_under_dragon(args: list[str], collect: Callable[[str], None] | None = None) -> int:
+    """``dragon -- python -m simferry ARGS`` from a plain shell; returns its exit code.
+
+    Not a new session: Dragon's local services call ``setpgid(0, 0)``, which a session
+    leader may not, and the runtime then hangs at start-up. That call also takes Dragon
+    out of the terminal's process group, so Ctrl-C reaches only this process, which hands
+    it to the simferry inside (its normal cleanup: pools stopped, DDict destroyed); the
+    runtime then shuts down by itself once that process exits.
+    """
+    reason = missing_reason()
+    if reason:
+        raise TransportUnavailableError(reason)
+    exe = dragon_executable()
+    assert exe is not None
+    env = dict(os.environ)
+    # Dragon runs its helper executables (dragon-config, ...) from PATH.
+    env["PATH"] = f"{exe.parent}{os.pathsep}{env.get('PATH', '')}"
+    env[BOOT_ENV] = repr(time.time())
+    cmd = [str(exe), "--", sys.executable, "-m", "simferry", *args]
+    signals: list[int] = []
+
+    def note(signum: int, _frame: Any) -> None:
+        signals.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert proc.stdout is not None
+        pump = threading.Thread(target=_pump, args=(proc.stdout, collect), daemon=True)
+        pump.start()
+        forwarded = 0
+        while proc.poll() is None:
+            if len(signals) > forwarded and _forward(proc.pid):
+                forwarded = len(signals)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.2)
+        pump.join(timeout=5)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    # Interrupted, the child already said so and exited 128 + signal.
+    return proc.returncode
+
+
+def _forward(launcher_pid: int) -> bool:
+    """Send SIGINT to the simferry process Dragon runs; False if it has not started yet.
+
+    Interrupting the ``dragon`` launcher itself while it boots can leave it hung, so a
+    signal that comes early waits until simferry runs (or the launcher has exited).
+    """
+    import psutil
+
+    try:
+        children = psutil.Process(launcher_pid).children()
+    except psutil.Error:
+        return True
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if child.cmdline()[1:3] == ["-m", "simferry"]:
+                child.send_signal(signal.SIGINT)
+                return True
+    return False
+
+
+def _pump(stream: IO[str], collect: Callable[[str], None] | None) -> None:
+    for line in dragon_output(stream):
+        if collect is not None:
+            collect(line)
+        else:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+
+def dragon_output(lines: Iterable[str]) -> Iterator[str]:
+    """The child's output without the launcher's own notes.
+
+    ``dragon`` adds "+++ head proc exited" and lists every file of this user that appeared
+    in /dev/shm during the run -- other programs' too. Only Dragon's own (named ``D...``)
+    would be ours; those are kept, on stderr.
+    """
+    it = iter(lines)
+    for line in it:
+        if line.startswith("+++ head proc exited"):
+            continue
+        if line.startswith("warning: ") and "leftover files in /dev/shm" in line:
+            try:
+                count = int(line.split()[1])
+            except (IndexError, ValueError):
+                count = 0
+            names = [n.strip() for n in itertools.islice(it, count)]
+            ours = [n for n in names if n.startswith("D")]
+            if ours:
+                print(f"dragon: left in /dev/shm: {', '.join(ours)}", file=sys.stderr)
+            continue
+        yield line

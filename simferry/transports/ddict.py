@@ -1,0 +1,261 @@
+"""Dragon's distributed dictionary (DDict): the reference's DragonHPC data path.
+
+The dictionary is sized from the run's data instead of the reference's half of every
+node's memory. Placement is ours rather than DDict's key hash: sample ``k`` (and both its
+arrays) goes to manager ``k mod managers``, so every manager holds at most one sample more
+than its share and the size needed has a bound. Workers attach from the serialized
+descriptor in the ``ClientSpec``; the owner ``destroy()``s the dictionary on close.
+
+What the size must cover (measured with ``DDict.stats``): a manager's pool is a sparse
+file in /dev/shm; each value takes a buddy-allocator block, i.e. its size rounded up to a
+power of two (a 300x300 float64 array uses 1.46x its bytes, 512x512 exactly 1x), plus
+~0.3 KiB; a manager refuses writes past 90 % of its pool or with under 1 MiB free; and
+DDict's minimum is 3 MiB per manager. Untouched pool pages cost no memory, so the bound is
+generous in address space only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from simferry.errors import UsageError
+from simferry.launchers.dragon import missing_reason, require_runtime
+from simferry.plugins import register_transport
+from simferry.transports.base import ClientSpec, Key, RunContext, SampleKey, TransportConfig
+from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
+from simferry.transports.filesystem import gib
+from simferry.workload.simulation import STEPS
+
+MIB = 2**20
+#: DDict's own minimum pool per manager (``DDICT_MIN_SIZE``).
+MIN_MANAGER_BYTES = 3 * MIB
+#: A manager refuses writes past this fraction of its pool, or under 1 MiB free.
+FULL_THRESHOLD = 0.9
+RESERVED_BYTES = MIB
+#: Per-manager room for trained weights and per-value bookkeeping.
+ALLOWANCE_BYTES = 16 * MIB
+#: Seconds any one DDict operation may take before it is an error, not a hang.
+TIMEOUT_S = 600.0
+
+
+def manager_bytes(data_bytes: int, managers: int) -> int:
+    """Pool size per manager for ``data_bytes`` of samples placed round-robin.
+
+    Each manager holds at most ``ceil(samples / managers)`` samples, i.e. its share plus
+    one sample; a run has at least ``STEPS`` samples, so a sample is at most a tenth of
+    the data. Power-of-two blocks can take up to twice a value's bytes.
+    """
+    load = 2 * (data_bytes / managers + data_bytes / STEPS)
+    need = (load + ALLOWANCE_BYTES) / FULL_THRESHOLD + RESERVED_BYTES
+    return max(MIN_MANAGER_BYTES, int(need))
+
+
+def placement(key: Key, managers: int) -> int:
+    if isinstance(key, SampleKey):
+        return (key.sim * STEPS + key.step) % managers
+    return key.trainer % managers
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Dragon's errors as ours, with what to do about them."""
+    from dragon.data.ddict.ddict import DDictError, DDictFullError, DDictTimeoutError
+
+    try:
+        yield
+    except KeyError:  # DDictKeyError is a DDictError too; callers handle missing keys
+        raise
+    except DDictFullError:
+        raise TransportFullError(
+            f"The DDict is full while storing {what}; pass a larger --ddict-mem (bytes) or "
+            "make the run smaller."
+        ) from None
+    except DDictTimeoutError:
+        raise TransportError(
+            f"The DDict did not answer within {TIMEOUT_S:.0f} s while handling {what}; a "
+            "manager process may have died."
+        ) from None
+    except DDictError as exc:
+        raise TransportError(f"The DDict failed on {what}: {exc}".rstrip(".") + ".") from None
+
+
+class DDictTransport:
+    """A DDict client; ``owner`` is the process that created the dictionary."""
+
+    kind = "ddict"
+
+    def __init__(self, dd: Any, managers: int, batch: bool, owner: bool = False) -> None:
+        self._dd = dd
+        self.managers = managers
+        self.batch = batch
+        self.owner = owner
+        self._handles: dict[int, Any] = {}
+        self._closed = False
+
+    def _handle(self, key: Key) -> Any:
+        """The client directed at ``key``'s manager (one attachment per manager, reused)."""
+        m = placement(key, self.managers)
+        if m not in self._handles:
+            with translated("a manager connection"):
+                self._handles[m] = self._dd.manager(m)
+        return self._handles[m]
+
+    def put(self, key: Key, array: np.ndarray) -> None:
+        with translated(key.name()):
+            self._handle(key)[key.name()] = array
+
+    def get(self, key: Key) -> np.ndarray:
+        try:
+            with translated(key.name()):
+                return np.asarray(self._handle(key)[key.name()])
+        except KeyError:
+            raise KeyNotFoundError(f"{key.name()} is not in the DDict.") from None
+
+    def put_many(self, items: Sequence[tuple[Key, np.ndarray]]) -> None:
+        """With ``batch``, stream each manager's puts and wait for one reply, not one each."""
+        if not self.batch or len(items) < 2:
+            for key, array in items:
+                self.put(key, array)
+            return
+        by_manager: dict[int, list[tuple[Key, np.ndarray]]] = {}
+        for key, array in items:
+            by_manager.setdefault(placement(key, self.managers), []).append((key, array))
+        for group in by_manager.values():
+            handle = self._handle(group[0][0])
+            with translated(f"a batch of {len(group)} arrays"):
+                handle.start_batch_put()
+                try:
+                    for key, array in group:
+                        handle[key.name()] = array
+                finally:
+                    handle.end_batch_put()
+
+    def get_many(self, keys: Sequence[Key]) -> list[np.ndarray]:
+        return [self.get(key) for key in keys]
+
+    def exists(self, key: Key) -> bool:
+        with translated(key.name()):
+            return key.name() in self._handle(key)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        if self._closed:
+            return []
+        with translated("the key listing"):
+            names = list(self._dd.keys())
+        return sorted(k for k in names if isinstance(k, str) and k.startswith(prefix))
+
+    def delete(self, key: Key) -> None:
+        with contextlib.suppress(KeyError), translated(key.name()):
+            self._handle(key).pop(key.name())
+
+    def stats(self) -> list[Any]:
+        """Per-manager pool use (``DDictManagerStats``): bytes, keys, host."""
+        with translated("the statistics"):
+            return list(self._dd.stats)
+
+    def close(self) -> None:
+        """Detach; the owner also destroys the dictionary, freeing every manager's pool."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._handles.values():
+            with contextlib.suppress(Exception):
+                handle.detach()
+        self._handles = {}
+        with contextlib.suppress(Exception):
+            if self.owner:
+                self._dd.destroy()
+            else:
+                self._dd.detach()
+
+    def config(self) -> DDictSpec:
+        return DDictSpec(descriptor=self._dd.serialize(), managers=self.managers, batch=self.batch)
+
+
+class DDictSpec(ClientSpec):
+    descriptor: str
+    managers: int
+    batch: bool = True
+
+    def connect(self) -> DDictTransport:
+        from dragon.data.ddict import DDict
+
+        with translated("attaching to the dictionary"):
+            dd = DDict.attach(self.descriptor, timeout=TIMEOUT_S)
+        return DDictTransport(dd, self.managers, self.batch)
+
+
+def create(managers_per_node: int, nodes: int, total_bytes: int, run_dir: Path) -> Any:
+    """A new DDict; its orchestrator runs here and keeps its small state file in ``run_dir``."""
+    from dragon.data.ddict import DDict
+    from dragon.infrastructure.policy import Policy
+    from dragon.native.machine import current
+
+    here = Policy(placement=Policy.Placement.HOST_NAME, host_name=current().hostname)
+    try:
+        with translated("creating the dictionary"):
+            return DDict(
+                managers_per_node,
+                nodes,
+                total_bytes,
+                orc_policy=here,
+                persist_path=str(run_dir),
+                timeout=TIMEOUT_S,
+            )
+    except RuntimeError as exc:  # DDict reports start-up failures with a traceback inside
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TransportError(f"Could not create the DDict ({first}).") from None
+
+
+@register_transport
+class DDictConfig(TransportConfig):
+    """Dragon's distributed dictionary; needs the dragon launcher."""
+
+    name: Literal["ddict"] = "ddict"
+    display: ClassVar[str] = "DDict"
+    launchers: ClassVar[tuple[str, ...] | None] = ("dragon",)
+    ddict_mem: int | None = Field(
+        None,
+        ge=MIN_MANAGER_BYTES,
+        le=2**50,
+        description="DDict memory in bytes over all managers (default: the run's data plus "
+        "headroom)",
+    )
+    ddict_managers_per_node: int = Field(
+        2, ge=1, le=64, description="DDict manager processes per node"
+    )
+    ddict_batch: bool = Field(True, description="send each sample's arrays as one DDict batch put")
+
+    def unavailable_reason(self) -> str | None:
+        return missing_reason()
+
+    def total_bytes(self, ctx: RunContext) -> int:
+        managers = self.ddict_managers_per_node * ctx.nodes
+        return self.ddict_mem or managers * manager_bytes(ctx.data_bytes, managers)
+
+    def check(self, ctx: RunContext) -> None:
+        if self.ddict_mem is not None and self.ddict_mem < ctx.data_bytes:
+            raise UsageError(
+                f"--ddict-mem {self.ddict_mem} is less than the {gib(ctx.data_bytes)} this run "
+                "stores; raise it or leave it out to size the DDict from the data."
+            )
+        shm = Path("/dev/shm")
+        per_node = ctx.data_bytes * 1.05 / ctx.nodes
+        if shm.is_dir() and shutil.disk_usage(shm).free < per_node:
+            raise UsageError(
+                f"/dev/shm has {gib(shutil.disk_usage(shm).free)} free but the DDict keeps "
+                f"{gib(per_node)} there on each node; make the run smaller or use more nodes."
+            )
+
+    def start(self, ctx: RunContext) -> DDictTransport:
+        require_runtime("The ddict transport")
+        dd = create(self.ddict_managers_per_node, ctx.nodes, self.total_bytes(ctx), ctx.run_dir)
+        managers = self.ddict_managers_per_node * ctx.nodes
+        return DDictTransport(dd, managers, self.ddict_batch, owner=True)
