@@ -98,7 +98,6 @@ CASES: list[tuple[list[str], str]] = [
     (["compare", "--transports", "futures,warp"], "Unknown transport"),
     (["compare", "--transports", "shm", "--data-dir", "{dir}"], "does not apply"),
     (["compare", "--num-sims", "100000", "--grid-size", "4096"], "GiB"),
-    (["compare", "--transports", "dragon-only"], "None of the transports"),
     (["compare", "--transports", ","], "names no transport"),
     (["report", "/nonexistent/run"], "does not exist"),
     (["report", "{dir}"], "No run directories"),
@@ -118,8 +117,20 @@ REDIS_CASES: list[tuple[list[str], str]] = [
 ]
 
 
+#: Only once the DDict transport exists: the real invalid pair.
+DDICT_CASES: list[tuple[list[str], str]] = [
+    (["run", "--transport", "ddict", "--launcher", "local"], "works only with the dragon"),
+    (["run", "--transport", "ddict", "--launcher", "parsl"], "works only with the dragon"),
+]
+
+
 def all_cases() -> list[tuple[list[str], str]]:
-    return CASES + (REDIS_CASES if "redis" in plugins.transports() else [])
+    known = plugins.transports()
+    return (
+        CASES
+        + (REDIS_CASES if "redis" in known else [])
+        + (DDICT_CASES if "ddict" in known else [])
+    )
 
 
 class DragonOnlyConfig(TransportConfig):
@@ -209,20 +220,6 @@ def test_bad_input_is_one_sentence_exit_2_and_creates_nothing(
     assert lines[0].startswith("simferry: error: ") and lines[0].rstrip().endswith((".", "'.")), err
     assert list(cwd.iterdir()) == [], "bad input must create nothing"
     assert snapshot(tmp_path / "elsewhere") == before, "bad input must touch nothing"
-
-
-@pytest.mark.integration
-def test_compare_skips_a_transport_that_needs_another_launcher(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    small = ["--num-sims", "1", "--grid-size", "16", "--step-seconds", "0", "--quiet"]
-    with dragon_only_transport():
-        code = main(["compare", "--transports", "futures,dragon-only", *small])
-    assert code == 0
-    captured = capsys.readouterr()
-    assert "skipping Local + dragon-only: needs --launcher dragon" in captured.err
-    assert "Local + futures" in captured.out
 
 
 def print_table() -> None:

@@ -190,6 +190,11 @@ def test_writer_killed_mid_write_never_exposes_a_partial_array(
         for _ in range(6):
             writer = ctx.Process(target=_writer, args=(owner.config(), size))
             writer.start()
+            # Let it finish one write (slow on a loaded machine), then kill it at a random
+            # moment of the following ones.
+            first = time.monotonic() + 60
+            while not owner.exists(key) and time.monotonic() < first:
+                time.sleep(0.005)
             deadline = time.monotonic() + rng.uniform(0.05, 0.4)
             while time.monotonic() < deadline:
                 # Not there yet, or (Redis) refused because it changed while being read:
