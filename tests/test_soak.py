@@ -26,8 +26,8 @@ pytestmark = pytest.mark.integration
 
 RUNS = int(os.environ.get("SIMFERRY_SOAK_RUNS", "50"))
 #: Bound on a loaded machine (2 shared cores): stop early, but never below MIN_RUNS.
-BUDGET_S = float(os.environ.get("SIMFERRY_SOAK_BUDGET_S", "150"))
-MIN_RUNS = 25
+BUDGET_S = float(os.environ.get("SIMFERRY_SOAK_BUDGET_S", "75"))
+MIN_RUNS = 20
 WARMUP = 5
 #: Memory the main process may gain over the measured runs (allocator noise, caches).
 RSS_TOLERANCE = 48 * 2**20
