@@ -80,7 +80,7 @@ class StreamingRun:
         if not self.by_value and not isinstance(transport, Indexed):
             raise UsageError(
                 f"The {cfg.transport.name} transport has no publication index for streaming "
-                "yet; pass --mode phased or choose futures, filesystem, shm or redis."
+                "yet; pass --mode phased or choose futures, filesystem, shm, redis or ddict."
             )
         w = cfg.workload
         per_node = -(-launcher.trainers // max(1, launcher.nodes))

@@ -150,24 +150,26 @@ STREAM = ["--mode", "streaming", "--num-sims", "6", "--sim-workers", "1", "--gri
 STREAM += ["--step-seconds", "0.05"]
 
 
-def check_streaming_run(run: Path, trainers: int, overlap: bool = True) -> None:
+def check_streaming_run(
+    run: Path, trainers: int, overlap: bool = True, num_sims: int = 6, grid: int = 16
+) -> None:
     s = summary(run)
     assert s["status"] == "ok" and s["mode"] == "streaming"
-    assert s["verified_samples"] == {str(i): 60 for i in range(trainers)}
+    assert s["verified_samples"] == {str(i): 10 * num_sims for i in range(trainers)}
     recs = records(run)
     sims = [r for r in recs if r["kind"] == "sim"]
     trains = sorted((r for r in recs if r["kind"] == "train"), key=lambda r: r["index"])
-    assert sorted(r["index"] for r in sims) == list(range(6))
+    assert sorted(r["index"] for r in sims) == list(range(num_sims))
     assert [r["index"] for r in trains] == list(range(trainers))
-    want = sorted((sim, step) for sim in range(6) for step in range(10))
+    want = sorted((sim, step) for sim in range(num_sims) for step in range(10))
     last_sim_end = max(r["end"] for r in sims)
     for r in trains:
         consumed = [tuple(c) for c in r["extra"]["consumed"]]
         assert sorted(consumed) == want, f"trainer {r['index']} did not use each sample once"
-        assert r["extra"]["train_steps"] == 15
+        assert r["extra"]["train_steps"] == -(-10 * num_sims // 4)
         if overlap:
             assert r["extra"]["first_step"] < last_sim_end, "training did not overlap simulations"
-    assert all(r["bytes"] == 10 * 2 * 16 * 16 * 8 for r in sims)
+    assert all(r["bytes"] == 10 * 2 * grid * grid * 8 for r in sims)
     if overlap:
         assert 0 < s["time_to_first_step_s"] < s["last_sim_end_s"]
         assert 0 < s["overlap_fraction"] <= 1
@@ -201,6 +203,16 @@ def test_streaming_run_each_transport(tmp_path: Path, transport: str) -> None:
     )  # fmt: skip
     run = only_run_dir(tmp_path / "runs")
     check_streaming_run(run, trainers)  # and the autouse fixture checks /dev/shm
+
+
+@pytest.mark.integration
+def test_streaming_run_ddict_on_dragon(tmp_path: Path) -> None:
+    """DDict's index (a key per record) under the Dragon runtime, which the run starts."""
+    skip_unavailable("ddict")
+    args = ["--launcher", "dragon", "--transport", "ddict", "--mode", "streaming"]
+    args += ["--num-sims", "4", "--sim-workers", "1", "--grid-size", "16", "--step-seconds", "0.05"]
+    simferry("run", *args, cwd=tmp_path, check=True, timeout=600)
+    check_streaming_run(only_run_dir(tmp_path / "runs"), 1, num_sims=4)
 
 
 @pytest.mark.integration

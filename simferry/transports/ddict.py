@@ -12,6 +12,13 @@ power of two (a 300x300 float64 array uses 1.46x its bytes, 512x512 exactly 1x),
 ~0.3 KiB; a manager refuses writes past 90 % of its pool or with under 1 MiB free; and
 DDict's minimum is 3 MiB per manager. Untouched pool pages cost no memory, so the bound is
 generous in address space only.
+
+Streaming index (``--mode streaming``): a key per record, ``index/s<sim>/<position>``,
+holding one 16-byte record (``transports/index.py``) on manager ``sim mod managers``.
+Positions 0-9 are the steps and position 10 the end marker, so a trainer knows the one
+key to try next for each simulation: a poll is one small get per unfinished simulation,
+and a retried simulation rewrites the same keys with the same bytes. DDict has no
+blocking read, so polls back off from 2 to 50 ms while nothing is new.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from simferry.plugins import register_transport
 from simferry.transports.base import ClientSpec, Key, RunContext, SampleKey, TransportConfig
 from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
 from simferry.transports.filesystem import gib
+from simferry.transports.index import END, Backoff, Published, unpack
 from simferry.workload.simulation import STEPS
 
 MIB = 2**20
@@ -177,6 +185,58 @@ class DDictTransport:
 
     def config(self) -> DDictSpec:
         return DDictSpec(descriptor=self._dd.serialize(), managers=self.managers, batch=self.batch)
+
+    def _manager(self, m: int) -> Any:
+        if m not in self._handles:
+            with translated("a manager connection"):
+                self._handles[m] = self._dd.manager(m)
+        return self._handles[m]
+
+    def publish(self, entry: Published) -> None:
+        """Store one index record (streaming mode; see the module docstring)."""
+        position = entry.checksum if entry.step == END else entry.step
+        with translated(f"the index record of (sim {entry.sim}, step {entry.step})"):
+            self._manager(entry.sim % self.managers)[index_key(entry.sim, position)] = entry.pack()
+
+    def subscribe(self, num_sims: int) -> DDictIndexReader:
+        return DDictIndexReader(self, num_sims)
+
+
+def index_key(sim: int, position: int) -> str:
+    return f"index/s{sim:06d}/{position:04d}"
+
+
+class DDictIndexReader:
+    """A trainer's cursor: the next record position of every unfinished simulation."""
+
+    def __init__(self, transport: DDictTransport, num_sims: int) -> None:
+        self.transport = transport
+        self.next = dict.fromkeys(range(num_sims), 0)
+        self.backoff = Backoff()
+
+    def _scan(self) -> list[Published]:
+        found: list[Published] = []
+        for sim, position in list(self.next.items()):
+            handle = self.transport._manager(sim % self.transport.managers)
+            while sim in self.next:
+                try:
+                    with translated("the streaming index"):
+                        raw = handle[index_key(sim, position)]
+                except KeyError:
+                    break  # not published yet
+                entry = unpack(bytes(raw))[0][0]
+                found.append(entry)
+                position += 1
+                self.next[sim] = position
+                if entry.step == END:
+                    del self.next[sim]
+        return found
+
+    def poll(self, timeout: float) -> list[Published]:
+        return self.backoff.poll(self._scan, timeout, lambda: not self.next)
+
+    def close(self) -> None:
+        """Nothing to release: the reader borrows its transport's manager connections."""
 
 
 class DDictSpec(ClientSpec):

@@ -19,7 +19,6 @@ import contextlib
 import errno
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ from simferry.transports.base import (
     put_many_each,
 )
 from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
-from simferry.transports.index import END, Published, unpack
+from simferry.transports.index import END, Backoff, Published, unpack
 
 SUFFIX = ".npy"
 
@@ -152,14 +151,11 @@ def index_path(root: Path, sim: int) -> Path:
 class FileIndexReader:
     """A trainer's cursor over every simulation's index file (streaming mode)."""
 
-    MIN_WAIT = 0.002
-    MAX_WAIT = 0.05
-
     def __init__(self, root: Path, num_sims: int) -> None:
         self.root = root
         #: Read offset of each simulation whose end marker has not been seen yet.
         self.offsets = dict.fromkeys(range(num_sims), 0)
-        self.wait = self.MIN_WAIT
+        self.backoff = Backoff()
 
     def _scan(self) -> list[Published]:
         found: list[Published] = []
@@ -178,17 +174,7 @@ class FileIndexReader:
         return found
 
     def poll(self, timeout: float) -> list[Published]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self._scan()
-            if found or not self.offsets:
-                self.wait = self.MIN_WAIT
-                return found
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return []
-            time.sleep(min(self.wait, left))
-            self.wait = min(2 * self.wait, self.MAX_WAIT)
+        return self.backoff.poll(self._scan, timeout, lambda: not self.offsets)
 
     def close(self) -> None:
         """Nothing to release: files are opened only for the length of a poll."""

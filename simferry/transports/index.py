@@ -5,8 +5,8 @@ its last step it publishes ``(sim, END, steps)``. Each trainer *subscribes* and 
 publications it has not seen. Publishing only after the data is stored means a trainer
 never reads a sample that is not complete. Every transport implements the index with its
 own strength (the mechanism is documented in its module): an append-only file per
-simulation for filesystem and shm, a stream with blocking reads for Redis; pass-by-value
-has no store and uses the launcher's futures instead (streaming.py). A transport without
+simulation for filesystem and shm, a stream with blocking reads for Redis, a key per
+record for DDict; pass-by-value has no store and uses the launcher's futures instead (streaming.py). A transport without
 ``publish``/``subscribe`` refuses ``--mode streaming`` with a clear message.
 
 Publication is at-least-once (a retried simulation publishes again); the trainer keeps
@@ -16,6 +16,8 @@ exactly-once by ignoring an id it has already seen.
 from __future__ import annotations
 
 import struct
+import time
+from collections.abc import Callable
 from typing import NamedTuple, Protocol, runtime_checkable
 
 #: ``step`` of the end-of-simulation marker.
@@ -44,6 +46,32 @@ def unpack(data: bytes) -> tuple[list[Published], int]:
     """Whole records in ``data`` and the number of bytes they used (a torn tail waits)."""
     usable = len(data) - len(data) % RECORD.size
     return [Published(*r) for r in RECORD.iter_unpack(data[:usable])], usable
+
+
+class Backoff:
+    """Polling for indexes without a blocking wait: 2 ms, doubling to 50 ms while nothing is new."""
+
+    MIN_WAIT = 0.002
+    MAX_WAIT = 0.05
+
+    def __init__(self) -> None:
+        self.wait = self.MIN_WAIT
+
+    def poll(
+        self, scan: Callable[[], list[Published]], timeout: float, finished: Callable[[], bool]
+    ) -> list[Published]:
+        """``scan()`` until it finds something, ``finished()`` or ``timeout`` s have passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = scan()
+            if found or finished():
+                self.wait = self.MIN_WAIT
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            time.sleep(min(self.wait, left))
+            self.wait = min(2 * self.wait, self.MAX_WAIT)
 
 
 class IndexReader(Protocol):
