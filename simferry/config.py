@@ -84,7 +84,8 @@ def validation_message(exc: ValidationError) -> str:
     """One sentence out of pydantic's report (the first problem is enough to act on)."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "value"
-    return f"Invalid {where.replace('_', '-')}: {err['msg']}."
+    msg = str(err["msg"]).removeprefix("Value error, ").rstrip(".")
+    return f"Invalid {where.replace('_', '-')}: {msg}."
 
 
 def build(
