@@ -28,7 +28,7 @@ from simferry.config import RunConfig
 from simferry.errors import Interrupted, RunFailure, SimferryError, UsageError
 from simferry.launchers.base import Launcher, Role
 from simferry.progress import NullProgress, Progress
-from simferry.records import RunDir, TaskRecord, environment, make_run_dir
+from simferry.records import RunDir, TaskRecord, environment, make_run_dir, utc_stamp
 from simferry.tasks import (
     ManifestEntry,
     SimResult,
@@ -458,9 +458,9 @@ def check_run(cfg: RunConfig, parent: Path | None = None) -> RunContext:
     """Refuse what ``execute`` would refuse, creating nothing (``compare`` checks all first)."""
     w = cfg.workload
     nodes = cfg.launcher.node_count()
-    ctx = RunContext(
-        (parent or cfg.runs_dir) / "pending", secrets.token_hex(4), w.data_bytes, nodes
-    )
+    # Named like the run directory it stands for, as messages about it show that name.
+    future = (parent or cfg.runs_dir) / f"{utc_stamp()}-{cfg.launcher.name}-{cfg.transport.name}"
+    ctx = RunContext(future, secrets.token_hex(4), w.data_bytes, nodes)
     preflight(cfg, ctx, -(-(w.trainers or 1) // nodes))
     return ctx
 

@@ -47,7 +47,10 @@ class ShmConfig(TransportConfig):
                 f"{ctx.nodes} nodes; use filesystem, redis or ddict for multi-node runs."
             )
         if not self.shm_dir.is_dir():
-            raise UsageError(f"{self.shm_dir} does not exist; pass --shm-dir with a tmpfs mount.")
+            raise UsageError(
+                f"{self.shm_dir} does not exist or is not a directory; pass --shm-dir with a "
+                "tmpfs mount."
+            )
         check_space(
             self.shm_dir,
             int(ctx.data_bytes * 1.02),
