@@ -2,7 +2,9 @@
 
 Two ``ProcessPoolExecutor``s: simulations on ``--sim-workers`` processes, trainers on
 one process each. The trainer processes are started and import torch while simulations
-still run, so that cost is not added to the training phase.
+still run, so that cost is not added to the training phase. A worker that dies (SIGKILL,
+out of memory) breaks its pool: the pool is replaced and the workflow resubmits the lost
+tasks (``--retries``), charging only the task that was running in the dead worker.
 """
 
 from __future__ import annotations
