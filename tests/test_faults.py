@@ -328,6 +328,28 @@ def test_storage_filling_up_mid_run_is_a_clean_failure(
     assert s["status"] == "failed" and "is full" in s["error"]
 
 
+def test_redis_out_of_memory_mid_run_is_a_clean_failure(tmp_path: Path) -> None:
+    cls = plugins.transports().get("redis")
+    if cls is None or cls(name="redis").unavailable_reason():
+        pytest.skip("the redis transport is not usable here")
+    # 2.6 MB of samples (plus allocator overhead) against a 4 MiB cap chosen by the user.
+    args = ["--redis-maxmemory", "4MiB", "--num-sims", "4", "--grid-size", "64"]
+    proc = start_cli(
+        "run", "--transport", "redis", *args, "--step-seconds", "0", "--quiet", cwd=tmp_path
+    )
+    try:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "out of memory" in lines[0] and "Traceback" not in err
+        assert wait_gone(proc.pid) == []
+    finally:
+        kill_session(proc.pid)
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert read_summary(run_dir)["status"] == "failed"
+    assert not list(run_dir.rglob("*.sock")), "the server must be stopped"
+
+
 def test_storage_too_small_is_refused_before_anything_starts(
     tmp_path: Path, small_tmpfs: Path
 ) -> None:
