@@ -66,9 +66,13 @@ def dragon_executable() -> Path | None:
     return Path(found) if found else None
 
 
+def dragon_installed() -> bool:
+    return importlib.util.find_spec("dragon") is not None
+
+
 def missing_reason() -> str | None:
     """Why Dragon cannot be used here, in one sentence; ``None`` when it can."""
-    if importlib.util.find_spec("dragon") is None:
+    if not dragon_installed():
         return f"dragonhpc is not installed; {INSTALL}."
     if not in_runtime() and dragon_executable() is None:
         return (
@@ -205,14 +209,17 @@ class DragonLauncher:
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
-        for pool in itertools.chain(*self._pools.values()):
+        pools = list(itertools.chain(*self._pools.values()))
+        self._pools = {"sim": [], "train": []}
+        for pool in pools:  # all stop together, then all are joined
             with contextlib.suppress(Exception):
                 if cancel:
                     pool.terminate(patience=5)
                 else:
                     pool.close()
+        for pool in pools:
+            with contextlib.suppress(Exception):
                 pool.join(patience=30)
-        self._pools = {"sim": [], "train": []}
 
 
 def boot_seconds() -> float:
@@ -385,8 +392,9 @@ def dragon_output(lines: Iterable[str]) -> Iterator[str]:
     """The child's output without the launcher's own notes.
 
     ``dragon`` adds "+++ head proc exited" and lists every file of this user that appeared
-    in /dev/shm during the run -- other programs' too. Only Dragon's own (named ``D...``)
-    would be ours; those are kept, on stderr.
+    in /dev/shm while it ran -- including other programs' and other Dragon runtimes' (whose
+    names look like its own), so the list cannot say what this run left; the tests check
+    that instead, from what this run's processes mapped.
     """
     it = iter(lines)
     for line in it:
@@ -397,9 +405,7 @@ def dragon_output(lines: Iterable[str]) -> Iterator[str]:
                 count = int(line.split()[1])
             except (IndexError, ValueError):
                 count = 0
-            names = [n.strip() for n in itertools.islice(it, count)]
-            ours = [n for n in names if n.startswith("D")]
-            if ours:
-                print(f"dragon: left in /dev/shm: {', '.join(ours)}", file=sys.stderr)
+            for _ in itertools.islice(it, count):
+                pass
             continue
         yield line

@@ -1,0 +1,248 @@
+"""The DragonHPC launcher for real: runs typed in a plain shell, failures, Ctrl-C, leftovers.
+
+Each simferry starts in its own session, as a terminal would start it. Dragon's processes
+leave that process group (its local services call ``setpgid``) but not the session, which
+is how these tests find them to prove that none outlives its run. Dragon names its shared
+memory ``D...`` in /dev/shm; none may remain either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from simferry.cli import main
+from simferry.launchers import dragon
+
+from ..helpers import only_run_dir, records, summary
+from ..leaks import SHM, kill_session, session_processes, start_cli, wait_gone
+
+needs_dragon = pytest.mark.skipif(
+    dragon.missing_reason() is not None or dragon.in_runtime(),
+    reason=dragon.missing_reason() or "starts its own Dragon runtime",
+)
+SMALL = ["--num-sims", "4", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
+
+
+class ShmWatch:
+    """Dragon's /dev/shm entries mapped by one session's processes, sampled while it runs.
+
+    Other Dragon runs on the machine (another ``compare``) have entries too; only those
+    this run's processes mapped are this run's to free.
+    """
+
+    def __init__(self, sid: int) -> None:
+        self.sid = sid
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.3):
+            for proc in session_processes(self.sid):
+                with contextlib.suppress(OSError):
+                    maps = Path(f"/proc/{proc.pid}/maps").read_text()
+                    self.seen |= set(re.findall(r"/dev/shm/(D[^\s/]+)", maps))
+
+    def stop(self) -> set[str]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[str, str, set[str]]:
+    watch = ShmWatch(proc.pid)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        kill_session(proc.pid)
+        seen = watch.stop()
+    return out, err, seen
+
+
+def assert_nothing_left(sid: int, seen: set[str], cwd: Path) -> None:
+    assert seen, "the run's Dragon shared memory was never seen: the check would prove nothing"
+    assert wait_gone(sid, timeout=15) == [], "a Dragon process outlived the run"
+    deadline = time.monotonic() + 10
+    while (left := {n for n in seen if (SHM / n).exists()}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == set(), "Dragon shared memory left in /dev/shm"
+    assert list(cwd.rglob("ddict_orc_*")) == [], "the DDict orchestrator left its file"
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = start_cli(*args, cwd=cwd, env=env)
+    out, err, seen = finish(proc)
+    assert_nothing_left(proc.pid, seen, cwd)
+    return proc.returncode, out, err
+
+
+@pytest.mark.integration
+@needs_dragon
+def test_ddict_run_typed_in_a_plain_shell(tmp_path: Path) -> None:
+    args = ["run", "--launcher", "dragon", "--transport", "ddict", "--trainers", "2", *SMALL]
+    code, out, err = run_cli(*args, cwd=tmp_path)
+    assert code == 0, err
+    assert "DragonHPC + DDict" in out
+    assert "40 samples verified by each of 2 trainer(s)" in out
+    assert "+++ head proc" not in out, "the dragon launcher's own notes are filtered"
+    run = only_run_dir(tmp_path / "runs")
+    s = summary(run)
+    assert (s["status"], s["launcher"], s["transport"]) == ("ok", "dragon", "ddict")
+    assert s["verified_samples"] == {"0": 40, "1": 40}
+    assert s["sim_workers"] >= 1 and s["trainers"] == 2
+    # Start-up includes booting the runtime, measured from the parent simferry.
+    assert s["launcher_startup_s"] > 0.5
+    sims = [r for r in records(run) if r["kind"] == "sim"]
+    assert sorted(r["index"] for r in sims) == [0, 1, 2, 3]
+    assert all(r["bytes"] == 10 * 2 * 32 * 32 * 8 and r["io_s"] > 0 for r in sims)
+    assert sorted(p.name for p in (run / "weights").iterdir()) == [
+        "trainer-000.npy",
+        "trainer-001.npy",
+    ]
+
+
+@pytest.mark.integration
+@needs_dragon
+def test_filesystem_transport_on_dragon(tmp_path: Path) -> None:
+    code, _, err = run_cli(
+        "run", "--launcher", "dragon", "--transport", "filesystem", *SMALL, cwd=tmp_path
+    )
+    assert code == 0, err
+    run = only_run_dir(tmp_path / "runs")
+    s = summary(run)
+    assert (s["status"], s["implementation"]) == ("ok", "DragonHPC + file system")
+    assert s["verified_samples"] == {"0": 40}
+    assert not (run / "data").exists(), "sample data is freed at the end of the run"
+
+
+@pytest.mark.integration
+@needs_dragon
+def test_compare_with_the_local_launcher_includes_the_dragon_ddict_row(tmp_path: Path) -> None:
+    code, out, err = run_cli("compare", "--transports", "futures,ddict", *SMALL, cwd=tmp_path)
+    assert code == 0, err
+    assert "Local + futures" in out and "DragonHPC + DDict" in out
+    (cmp_dir,) = (tmp_path / "runs").iterdir()
+    runs = sorted(p for p in cmp_dir.iterdir() if (p / "summary.json").exists())
+    assert sorted(r.name.split("Z-")[-1] for r in runs) == ["dragon-ddict", "local-futures"]
+    assert all(summary(r)["status"] == "ok" for r in runs)
+
+
+@pytest.mark.integration
+@needs_dragon
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("raise-sim:1:2", "Simulation 1 failed: injected failure raise-sim:1:2"),
+        ("kill-sim:1:2", "A Dragon worker process died (killed by signal 9)"),
+    ],
+)
+def test_a_failing_simulation_stops_everything(tmp_path: Path, fault: str, message: str) -> None:
+    args = ["run", "--launcher", "dragon", "--transport", "ddict", *SMALL]
+    code, _, err = run_cli(*args, cwd=tmp_path, env={"SIMFERRY_FAULT": fault})
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"simferry: error: {message}"), err
+    s = summary(only_run_dir(tmp_path / "runs"))
+    assert s["status"] == "failed" and message in s["error"]
+
+
+@pytest.mark.integration
+@needs_dragon
+def test_ctrl_c_stops_the_run_and_the_runtime(tmp_path: Path) -> None:
+    args = ["run", "--launcher", "dragon", "--transport", "ddict", "--num-sims", "2"]
+    proc = start_cli(*args, "--grid-size", "16", "--step-seconds", "3", "--quiet", cwd=tmp_path)
+    watch = ShmWatch(proc.pid)
+    try:
+        # environment.json is written once the pools are up and simulations start.
+        deadline = time.monotonic() + 180
+        while not list((tmp_path / "runs").glob("*/environment.json")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the Dragon run never started"
+            time.sleep(0.2)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+        _, err = proc.communicate(timeout=120)
+    finally:
+        kill_session(proc.pid)
+        seen = watch.stop()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "simferry: Interrupted by SIGINT; workers stopped and temporary data removed."
+    )
+    assert summary(only_run_dir(tmp_path / "runs"))["status"] == "interrupted"
+    assert_nothing_left(proc.pid, seen, tmp_path)
+
+
+@pytest.mark.integration
+@needs_dragon
+def test_ddict_demo_typed_in_a_plain_shell(tmp_path: Path) -> None:
+    code, out, err = run_cli("ddict-demo", "--workers", "2", "--repeats", "3", cwd=tmp_path)
+    assert code == 0, err
+    for w in (0, 1):
+        assert f"Hello from the toy function in worker {w} " in out
+    assert "keys: array/0, array/1, input, output/0, output/1" in out
+    assert "get 2 MiB array" in out and "GB/s" in out
+    assert "DDict destroyed" in out
+    assert list(tmp_path.iterdir()) == [], "the demo writes nothing to the current directory"
+
+
+def test_dragon_output_keeps_the_run_and_drops_the_launchers_notes() -> None:
+    lines = [
+        "| table |\n",
+        "+++ head proc exited, code 0\n",
+        "warning: 3 leftover files in /dev/shm: \n",
+        "sem.mp-abc\n",
+        "simferry-1234-99\n",
+        "DD0123def0D\n",
+        "run directory: runs/x\n",
+    ]
+    assert list(dragon.dragon_output(lines)) == ["| table |\n", "run directory: runs/x\n"]
+
+
+def test_without_dragonhpc_run_and_demo_say_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dragon, "dragon_installed", lambda: False)
+    assert "pip install dragonhpc" in (dragon.DragonConfig().unavailable_reason() or "")
+    for argv in (["run", "--launcher", "dragon", *SMALL], ["ddict-demo"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "dragonhpc is not installed" in err[0], err
+        assert "pip install dragonhpc" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.integration
+def test_compare_without_dragonhpc_skips_the_row_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dragon, "dragon_installed", lambda: False)
+    assert main(["compare", "--transports", "futures,ddict", *SMALL]) == 0
+    captured = capsys.readouterr()
+    assert "skipping DragonHPC + DDict: dragonhpc is not installed" in captured.err
+    assert "Local + futures" in captured.out
+
+
+def test_dragon_objects_outside_the_runtime_are_refused(tmp_path: Path) -> None:
+    from simferry.transports.base import RunContext
+    from simferry.transports.ddict import DDictConfig
+    from simferry.transports.exceptions import TransportUnavailableError
+
+    if dragon.in_runtime():
+        pytest.skip("inside a Dragon runtime")
+    with pytest.raises(TransportUnavailableError, match="needs the Dragon runtime"):
+        DDictConfig().start(RunContext(tmp_path, "t", 2**20))
+    with pytest.raises(TransportUnavailableError, match="needs the Dragon runtime"):
+        dragon.DragonConfig().start(1, None, tmp_path)
