@@ -27,18 +27,39 @@ def _tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def measure(cmd: list[str], period: float = 0.1) -> Measured:
-    """Wall time of ``cmd`` and the peak summed PSS / RSS of its process tree."""
+def _marked(marker: str, seen: set[int]) -> list[psutil.Process]:
+    """Processes outside the tree whose command line names ``marker`` (Parsl's worker
+    pools are started detached, so they are not children of the run)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        if p.pid not in seen and any(marker in a for a in p.info["cmdline"] or ()):
+            out.append(p)
+    return out
+
+
+def measure(
+    cmd: list[str],
+    period: float = 0.1,
+    marker: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Measured:
+    """Wall time of ``cmd`` and the peak summed PSS / RSS of its process tree.
+
+    With ``marker``, processes whose command line contains it count too.
+    """
     peaks = {"pss": 0, "rss": 0}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ps = psutil.Process(proc.pid)
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
             pss = rss = 0
-            for p in _tree(ps):
+            procs = _tree(ps)
+            if marker:
+                procs += _marked(marker, {p.pid for p in procs})
+            for p in procs:
                 try:
                     info = p.memory_full_info()
                 except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -3,9 +3,12 @@
 For one configuration (default ``--num-sims 8 --grid-size 512``) this runs the bare work
 (bench/bare.py: a process pool of simulations, then in-process training) and then
 ``simferry run`` for each launcher x transport asked for, alternating repeats so drift
-on the machine hits every variant alike. It prints the whole wall time, the ratio to
-bare, start-up time, peak PSS of the process tree and each trainer's peak RSS, and
-writes CSV + markdown under bench/results/.
+on the machine hits every variant alike. ``reference:futures`` and
+``reference:filesystem`` run the reference's own data paths (bench/reference.py) in the
+same loop, so simferry's transports are measured beside their reference equivalents.
+It prints the whole wall time, the ratio to bare, start-up time, peak PSS of the process
+tree and each trainer's peak RSS -- also above the bare trainer's own peak, which is what
+the data path adds -- and writes CSV + markdown under bench/results/.
 """
 
 from __future__ import annotations
@@ -13,15 +16,101 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _measure import measure
+from _measure import Measured, measure
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+DEFAULT_VARIANTS = (
+    "local:filesystem,local:shm,local:futures,local:redis,parsl:filesystem,parsl:futures,"
+    "reference:filesystem,reference:futures"
+)
+#: Targets (issue 9): local + filesystem/shm wall vs bare; trainer peak vs float32 data.
+WALL_TARGET = 1.10
+TRAINER_ALLOWANCE = 400e6
+
+
+def key_values(line: str) -> dict[str, float]:
+    """The ``key=value`` pairs of the last line a bench script printed."""
+    last = line.strip().splitlines()[-1]
+    return {k: float(v) for k, v in (w.split("=", 1) for w in last.split() if "=" in w)}
+
+
+def simferry_row(m: Measured, runs: Path) -> dict[str, float]:
+    (run_dir,) = runs.iterdir()
+    s = json.loads((run_dir / "summary.json").read_text())
+    recs = [json.loads(x) for x in (run_dir / "records.jsonl").read_text().splitlines()]
+    return {
+        "wall_s": m.wall_s,
+        "peak_pss": m.peak_pss,
+        "startup_s": s.get("startup_s", 0.0) + s.get("trainer_ready_s", 0.0),
+        "trainer_rss": max(r["peak_rss"] for r in recs if r["kind"] == "train"),
+        "sim_run_s": s["sim_run_s"],
+        "sim_io_s": s["sim_io_s"],
+        "train_run_s": s["train_run_s"],
+        "train_io_s": s["train_io_s"],
+    }
+
+
+def export(rev: str, dest: Path) -> Path:
+    """The ``simferry`` package as of git revision ``rev``, extracted under ``dest``."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(HERE.parent), "archive", rev, "simferry"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def revision(rev: str) -> str:
+    """``rev`` as a short commit hash, so a table names exactly what it compared with."""
+    out = subprocess.run(
+        ["git", "-C", str(HERE.parent), "rev-parse", "--short", rev],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def run_variant(
+    launcher: str, transport: str, size: list[str], tmp: Path, tree: Path | None = None
+) -> dict | None:
+    """One measured run of a variant; ``None`` (and a note) when it failed.
+
+    ``tree``: run simferry from that directory (a ``--baseline`` revision) instead.
+    """
+    if launcher == "reference":
+        cmd = [sys.executable, str(HERE / "reference.py"), transport, *size]
+        m = measure(cmd)
+        if m.returncode == 0:
+            row = key_values(m.stdout)
+            row.update(wall_s=m.wall_s, peak_pss=m.peak_pss)
+            return row
+    else:
+        runs = tmp / f"{launcher}-{transport}{'-baseline' if tree else ''}"
+        cmd = [sys.executable, "-m", "simferry", "run", "--quiet", "--launcher", launcher]
+        cmd += ["--transport", transport, *size, "--runs-dir", str(runs)]
+        env = None
+        if tree is not None:
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+        m = measure(cmd, marker=str(runs), env=env)
+        try:
+            if m.returncode == 0:
+                return simferry_row(m, runs)
+        finally:
+            shutil.rmtree(runs, ignore_errors=True)
+    print(f"{launcher}+{transport} failed: {m.stderr.strip()[-500:]}", file=sys.stderr)
+    return None
 
 
 def main() -> None:
@@ -29,81 +118,112 @@ def main() -> None:
     p.add_argument("--num-sims", type=int, default=8)
     p.add_argument("--grid-size", type=int, default=512)
     p.add_argument("--step-seconds", type=float, default=0.5)
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=2)
     p.add_argument(
         "--variants",
-        default="local:filesystem,local:shm,local:futures",
-        help="comma-separated launcher:transport pairs",
+        default=DEFAULT_VARIANTS,
+        help="comma-separated launcher:transport pairs; launcher 'reference' runs the "
+        "reference's data path (bench/reference.py)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run every local:* variant with simferry as of this git revision "
+        "(before/after an optimization, alternated in the same run)",
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
     size = ["--num-sims", str(a.num_sims), "--grid-size", str(a.grid_size)]
     size += ["--step-seconds", str(a.step_seconds)]
     variants = [tuple(v.split(":")) for v in a.variants.split(",") if v]
+    variants = [v for v in variants if usable(*v)]
     rows: dict[str, list[dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    loads = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        tree = None
+        if a.baseline:
+            tree = export(a.baseline, tmp / "baseline")
+            a.baseline = revision(a.baseline)
+        runs = [(v, None) for v in variants]
+        if tree is not None:
+            runs += [(v, tree) for v in variants if v[0] == "local"]
         for rep in range(a.repeat):
             m = measure([sys.executable, str(HERE / "bare.py"), *size])
             if m.returncode:
                 raise SystemExit(f"bare run failed:\n{m.stderr}")
-            rows.setdefault("bare", []).append({"wall_s": m.wall_s, "peak_pss": m.peak_pss})
+            row = key_values(m.stdout)
+            bare = {"wall_s": m.wall_s, "peak_pss": m.peak_pss}
+            bare["trainer_rss"] = row["train_peak_rss"]
+            rows.setdefault("bare", []).append(bare)
             print(f"[{rep}] bare: {m.wall_s:.2f} s", file=sys.stderr)
-            for launcher, transport in variants:
-                runs = Path(tmp) / f"{launcher}-{transport}-{rep}"
-                cmd = [sys.executable, "-m", "simferry", "run", "--quiet", "--launcher", launcher]
-                cmd += ["--transport", transport, *size, "--runs-dir", str(runs)]
-                m = measure(cmd)
-                if m.returncode:
-                    print(f"{launcher}+{transport} failed: {m.stderr.strip()}", file=sys.stderr)
-                    continue
-                (run_dir,) = runs.iterdir()
-                s = json.loads((run_dir / "summary.json").read_text())
-                recs = [json.loads(x) for x in (run_dir / "records.jsonl").read_text().splitlines()]
-                trainer_rss = max(r["peak_rss"] for r in recs if r["kind"] == "train")
-                rows.setdefault(f"{launcher}+{transport}", []).append(
-                    {
-                        "wall_s": m.wall_s,
-                        "peak_pss": m.peak_pss,
-                        "startup_s": s.get("startup_s", 0.0),
-                        "trainer_rss": trainer_rss,
-                        "sim_run_s": s["sim_run_s"],
-                        "sim_io_s": s["sim_io_s"],
-                        "train_run_s": s["train_run_s"],
-                        "train_io_s": s["train_io_s"],
-                    }
-                )
-                print(f"[{rep}] {launcher}+{transport}: {m.wall_s:.2f} s", file=sys.stderr)
-    bare = statistics.median(r["wall_s"] for r in rows["bare"])
-    bare_pss = statistics.median(r["peak_pss"] for r in rows["bare"])
-    float32_mb = a.num_sims * 10 * a.grid_size**2 * 4 * 2 / 1e6
+            for (launcher, transport), base in runs:
+                name = f"{launcher}+{transport}" + (f" @{a.baseline}" if base else "")
+                result = run_variant(launcher, transport, size, tmp, base)
+                if result is not None:
+                    rows.setdefault(name, []).append(result)
+                    print(f"[{rep}] {name}: {result['wall_s']:.2f} s", file=sys.stderr)
+                loads.append(os.getloadavg()[0])
+    write(rows, a, loads)
+
+
+def usable(launcher: str, transport: str) -> bool:
+    """Skip, with a note, variants whose software is missing here (like ``compare``)."""
+    if launcher == "reference":
+        return transport in ("futures", "filesystem")
+    from simferry import plugins
+
+    lcls, tcls = plugins.launchers().get(launcher), plugins.transports().get(transport)
+    if lcls is None or tcls is None:
+        print(f"skipping {launcher}+{transport}: not registered", file=sys.stderr)
+        return False
+    reason = lcls(name=launcher).unavailable_reason() or tcls(name=transport).unavailable_reason()
+    if reason is None and tcls.launchers is not None and launcher not in tcls.launchers:
+        reason = f"{transport} runs only with {' or '.join(tcls.launchers)}"
+    if reason:
+        print(f"skipping {launcher}+{transport}: {reason}", file=sys.stderr)
+    return reason is None
+
+
+def write(rows: dict[str, list[dict]], a: argparse.Namespace, loads: list[float]) -> None:
+    med = {
+        name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rows.items()
+    }
+    bare = med["bare"]
+    float32 = a.num_sims * 10 * a.grid_size**2 * 4 * 2
     header = [
         "variant", "wall (s)", "x bare", "start-up (s)", "sim run/IO (s)", "train run/IO (s)",
         "peak PSS tree (MB)", "PSS above bare (MB)", "trainer peak RSS (MB)",
+        "trainer RSS above bare trainer (MB)",
     ]  # fmt: skip
     table = []
-    for name, rs in rows.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    for name, m in med.items():
+        has = "sim_run_s" in m
         table.append(
             [
                 name,
-                f"{med['wall_s']:.2f}",
-                f"{med['wall_s'] / bare:.3f}",
-                f"{med.get('startup_s', 0):.2f}",
-                f"{med['sim_run_s']:.2f} / {med['sim_io_s']:.3f}" if "sim_run_s" in med else "",
-                f"{med['train_run_s']:.2f} / {med['train_io_s']:.3f}"
-                if "train_run_s" in med
-                else "",
-                f"{med['peak_pss'] / 1e6:.0f}",
-                f"{(med['peak_pss'] - bare_pss) / 1e6:.0f}",
-                f"{med['trainer_rss'] / 1e6:.0f}" if "trainer_rss" in med else "",
+                f"{m['wall_s']:.2f}",
+                f"{m['wall_s'] / bare['wall_s']:.3f}",
+                f"{m['startup_s']:.2f}" if has else "",
+                f"{m['sim_run_s']:.2f} / {m['sim_io_s']:.3f}" if has else "",
+                f"{m['train_run_s']:.2f} / {m['train_io_s']:.3f}" if has else "",
+                f"{m['peak_pss'] / 1e6:.0f}",
+                f"{(m['peak_pss'] - bare['peak_pss']) / 1e6:.0f}",
+                f"{m['trainer_rss'] / 1e6:.0f}",
+                f"{(m['trainer_rss'] - bare['trainer_rss']) / 1e6:.0f}",
             ]
         )
     md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
     md += "".join("| " + " | ".join(r) + " |\n" for r in table)
     md += (
         f"\nconfig: --num-sims {a.num_sims} --grid-size {a.grid_size} --step-seconds "
-        f"{a.step_seconds}, repeats {a.repeat} (medians); float32 dataset {float32_mb:.0f} MB\n"
+        f"{a.step_seconds}, {a.repeat} repeat(s), variants alternated, medians; float32 "
+        f"dataset {float32 / 1e6:.0f} MB; {os.cpu_count()} cores, 1-min load average "
+        f"{min(loads):.1f}..{max(loads):.1f} during the run. Start-up includes waiting for "
+        "the trainers' torch import; bare trainer = training in-process on the float32 "
+        "buffer after the float64 results were dropped.\n\n"
     )
+    md += targets(med, float32)
     print(md)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "end_to_end.md").write_text(md)
@@ -111,6 +231,57 @@ def main() -> None:
         w = csv.writer(fh)
         w.writerow(header)
         w.writerows(table)
+
+
+def targets(med: dict[str, dict[str, float]], float32: int) -> str:
+    """Each target met or not, with its ratio (README and issue 9 quote these lines)."""
+    bare = med["bare"]
+    lines = ["Targets:\n"]
+    for name in ("local+filesystem", "local+shm"):
+        if name in med:
+            ratio = med[name]["wall_s"] / bare["wall_s"]
+            verdict = "met" if ratio <= WALL_TARGET else "NOT met"
+            lines.append(f"- {name} wall <= {WALL_TARGET} x bare: {ratio:.3f} x, {verdict}\n")
+    limit = float32 + TRAINER_ALLOWANCE
+    for name, m in med.items():
+        if name == "bare" or name.startswith("reference") or "@" in name:
+            continue
+        ratio = m["trainer_rss"] / limit
+        verdict = "met" if ratio <= 1 else "NOT met"
+        lines.append(
+            f"- {name} trainer peak RSS <= float32 data + 400 MB ({limit / 1e6:.0f} MB): "
+            f"{m['trainer_rss'] / 1e6:.0f} MB = {ratio:.2f} x, {verdict}; data path adds "
+            f"{(m['trainer_rss'] - bare['trainer_rss']) / 1e6:.0f} MB to the bare trainer's "
+            f"{bare['trainer_rss'] / 1e6:.0f} MB\n"
+        )
+    for transport in ("futures", "filesystem"):
+        ref = med.get(f"reference+{transport}")
+        if ref is None:
+            continue
+        # Same workers on both sides (local process pools): the difference is the data path.
+        for name, m in med.items():
+            if name == f"local+{transport}":
+                ratio = m["wall_s"] / ref["wall_s"]
+                verdict = "met" if ratio <= 1 else "NOT met"
+                lines.append(
+                    f"- {name} not slower than reference {transport}: wall {ratio:.3f} x, "
+                    f"train IO {m['train_io_s']:.3f} vs {ref['train_io_s']:.3f} s, trainer "
+                    f"RSS {m['trainer_rss'] / 1e6:.0f} vs {ref['trainer_rss'] / 1e6:.0f} MB, "
+                    f"{verdict}\n"
+                )
+    for name, before in med.items():
+        now_name = name.split(" @")[0]
+        now = med.get(now_name)
+        if "@" in name and now is not None:
+            lines.append(
+                f"- {now_name} now vs {name.split(' @')[1]} (before): wall "
+                f"{now['wall_s'] / before['wall_s']:.3f} x, train run/IO {now['train_run_s']:.2f}"
+                f"/{now['train_io_s']:.3f} vs {before['train_run_s']:.2f}/"
+                f"{before['train_io_s']:.3f} s, trainer RSS {now['trainer_rss'] / 1e6:.0f} vs "
+                f"{before['trainer_rss'] / 1e6:.0f} MB, peak PSS {now['peak_pss'] / 1e6:.0f} vs "
+                f"{before['peak_pss'] / 1e6:.0f} MB\n"
+            )
+    return "".join(lines)
 
 
 if __name__ == "__main__":

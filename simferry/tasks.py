@@ -158,12 +158,19 @@ def trainer_task(
         if payloads is not None:
             # Pass-by-value hand-off: from submission to this task starting with its data.
             rec.transfer_s += max(0.0, rec.start - submitted)
-            with rec.io("deserialize"):
-                for blob in payloads:
-                    transport.load(blob)  # type: ignore[attr-defined]
+        # Pass-by-value blobs are unpickled one simulation at a time, when the manifest
+        # (sorted like them) first needs it, and each sample is dropped once in the buffer:
+        # the trainer never holds every float64 array at once, nor returns them (drain).
+        blobs = iter(payloads or ())
         buf = training.SampleBuffer(len(manifest), spec.grid_size)
         for row, (sim, step, expected) in enumerate(manifest):
             keys = [SampleKey(sim, step, "input"), SampleKey(sim, step, "target")]
+            while payloads is not None and not transport.exists(keys[0]):
+                blob = next(blobs, None)
+                if blob is None:
+                    break  # get_many below names the missing sample
+                with rec.io("deserialize"):
+                    transport.load(blob)  # type: ignore[attr-defined]
             # Reading includes landing the data in the float32 training buffer: memory-mapped
             # transports only fault their pages in there, so this is where their IO happens.
             with rec.io("transfer"):
@@ -179,6 +186,9 @@ def trainer_task(
             rec.samples += 1
             fault_point("train", spec.trainer, row)
             del inp, target
+            if payloads is not None:
+                for key in keys:
+                    transport.delete(key)
         result = training.train_epoch(spec.trainer, buf, spec.seed)
         del buf
         weights = flatten_weights(result.model)
