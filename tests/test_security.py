@@ -20,7 +20,7 @@ from simferry.transports.base import RunContext, SampleKey
 from simferry.workflow import check_run
 
 from .helpers import only_run_dir, simferry
-from .leaks import kill_session, start_cli, wait_gone
+from .leaks import kill_session, session_processes, start_cli, wait_gone
 
 SMALL = ["--num-sims", "2", "--grid-size", "16", "--step-seconds", "0", "--quiet"]
 
@@ -114,10 +114,42 @@ def test_private_server_listens_locally_with_a_random_password(tmp_path: Path) -
     assert passwords[0] != passwords[1] and min(len(p) for p in passwords) >= 32
 
 
+@pytest.mark.integration
+def test_parsl_interchange_listens_on_loopback_only(tmp_path: Path) -> None:
+    """With the local provider nothing Parsl starts is reachable from other hosts."""
+    reason = plugins.launchers()["parsl"](name="parsl").unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    slow = ["--num-sims", "1", "--grid-size", "16", "--step-seconds", "1", "--quiet"]
+    proc = start_cli("run", "--launcher", "parsl", *slow, cwd=tmp_path)
+    try:
+        listening: list[str] = []
+        deadline = time.monotonic() + 120
+        while not listening and proc.poll() is None and time.monotonic() < deadline:
+            for p in session_processes(proc.pid):
+                try:
+                    if "interchange" not in " ".join(p.cmdline()):
+                        continue
+                    conns = p.net_connections("inet")
+                except psutil.Error:
+                    continue
+                listening += [c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN]
+            time.sleep(0.2)
+        assert listening, "never saw the interchange listen"
+        assert all(_loopback(ip) for ip in listening), listening
+        proc.communicate(timeout=180)
+        assert proc.returncode == 0
+        assert wait_gone(proc.pid, timeout=30) == []
+    finally:
+        kill_session(proc.pid)
+
+
 def _loopback(ip: str) -> bool:
     import ipaddress
 
-    return ipaddress.ip_address(ip.split("%")[0]).is_loopback
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or addr).is_loopback
 
 
 class _Payload:
