@@ -41,16 +41,20 @@ def marked(mark: str) -> list[psutil.Process]:
     return found
 
 
+def cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:  # exited meanwhile
+        return ""
+
+
 def parsl_survivors(mark: str, wait: float = 5.0) -> list[str]:
     """Parsl processes of this test still alive after ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while True:
         left = []
         for p in marked(mark):
-            try:
-                cmd = " ".join(p.cmdline())
-            except psutil.Error:
-                continue
+            cmd = cmdline(p)
             if any(name in cmd for name in PARSL_PROCESSES):
                 left.append(cmd[:120])
         if not left or time.monotonic() > deadline:
@@ -133,7 +137,7 @@ def test_ctrl_c_stops_every_parsl_process(tmp_path: Path) -> None:
     try:
         # Wait until the simulations are running inside Parsl's worker pools.
         deadline = time.monotonic() + 120
-        while not any("process_worker_pool" in " ".join(p.cmdline()) for p in marked(mark)):
+        while not any("process_worker_pool" in cmdline(p) for p in marked(mark)):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "Parsl's worker pools never started"
             time.sleep(0.2)
