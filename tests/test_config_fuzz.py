@@ -16,11 +16,16 @@ from typing import Any
 import tomli_w
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from simferry import plugins
 from simferry.config import RunConfig, build, load_config
 from simferry.errors import UsageError
 from simferry.workflow import check_run
+
+# Hypothesis caches under ./.hypothesis; keep that in a directory removed at exit.
+_HOME = tempfile.TemporaryDirectory(prefix="simferry-hypothesis-")
+set_hypothesis_home_dir(_HOME.name)
 
 #: SIMFERRY_FUZZ_EXAMPLES=5000 for a longer hunt; no example database is left behind.
 SETTINGS = settings(
