@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
@@ -44,6 +45,8 @@ from simferry.workload.simulation import STEPS
 
 GB = 1e9
 GIB = 2**30
+#: Further signals during cleanup after which simferry stops cleaning up and exits.
+ABANDON_AFTER = 2
 #: Uncharged resubmissions of one task (it only queued with dying workers) before giving up.
 MAX_SPARED = 10
 #: Memory of one trainer process before it holds any data (Python, torch, the model).
@@ -181,8 +184,30 @@ def signals_as_exceptions() -> Iterator[SignalGuard]:
 
 @contextlib.contextmanager
 def signals_ignored() -> Iterator[None]:
-    """Let cleanup finish even if the user presses Ctrl-C again."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    """Let cleanup finish even if the user presses Ctrl-C again -- but not forever.
+
+    A cleanup stuck on a dead server would leave Ctrl-C useless: a further signal is
+    answered with a note, and ``ABANDON_AFTER`` of them exit at once, leaving what was
+    not cleaned up yet to ``simferry doctor --clean``.
+    """
+    count = 0
+
+    def handler(signum: int, _frame: Any) -> None:
+        nonlocal count
+        count += 1
+        if count >= ABANDON_AFTER:
+            sys.stderr.write(
+                "simferry: cleanup abandoned; data or processes may be left behind "
+                "(simferry doctor --clean removes stale shared memory).\n"
+            )
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        sys.stderr.write(
+            "simferry: still stopping workers and removing data; press Ctrl-C again to "
+            "abandon that.\n"
+        )
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -476,6 +477,32 @@ def test_interrupt_at_any_phase_stops_everything(
     assert "train" not in kinds, "the signal came too late to test an interrupted run"
     if phase == "startup":
         assert kinds == []
+
+
+def test_a_stuck_cleanup_can_still_be_abandoned_with_ctrl_c(tmp_path: Path) -> None:
+    """One more Ctrl-C during cleanup is answered with a note, the next one exits."""
+    stuck = "from simferry.workflow import signals_ignored\nimport time\n" + (
+        "with signals_ignored():\n    print('cleaning', flush=True)\n    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", stuck],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "cleaning\n"
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None, "one signal must not abandon the cleanup"
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert "press Ctrl-C again" in err and "cleanup abandoned" in err
+    finally:
+        kill_session(proc.pid)
 
 
 def test_killed_main_process_takes_its_workers_with_it(tmp_path: Path) -> None:
