@@ -24,13 +24,15 @@ blocking read, so polls back off from 2 to 50 ms while nothing is new.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+import psutil
+from pydantic import ByteSize, Field
 
 from simferry.errors import UsageError
 from simferry.launchers.dragon import missing_reason, require_runtime
@@ -82,7 +84,7 @@ def translated(what: str) -> Iterator[None]:
         raise
     except DDictFullError:
         raise TransportFullError(
-            f"The DDict is full while storing {what}; pass a larger --ddict-mem (bytes) or "
+            f"The DDict is full while storing {what}; pass a larger --ddict-mem (e.g. 8GiB) or "
             "make the run smaller."
         ) from None
     except DDictTimeoutError:
@@ -259,9 +261,10 @@ def create(managers_per_node: int, nodes: int, total_bytes: int, run_dir: Path) 
     from dragon.native.machine import current
 
     here = Policy(placement=Policy.Placement.HOST_NAME, host_name=current().hostname)
+    before = siblings()
     try:
         with translated("creating the dictionary"):
-            return DDict(
+            dd = DDict(
                 managers_per_node,
                 nodes,
                 total_bytes,
@@ -272,6 +275,33 @@ def create(managers_per_node: int, nodes: int, total_bytes: int, run_dir: Path) 
     except RuntimeError as exc:  # DDict reports start-up failures with a traceback inside
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TransportError(f"Could not create the DDict ({first}).") from None
+    yield_orchestrator(before)
+    return dd
+
+
+def siblings() -> dict[int, float]:
+    """Processes Dragon started on this node beside this one (pid -> start time)."""
+    found: dict[int, float] = {}
+    with contextlib.suppress(psutil.Error):
+        for proc in psutil.Process(os.getppid()).children():
+            with contextlib.suppress(psutil.Error):
+                found[proc.pid] = proc.create_time()
+    return found
+
+
+def yield_orchestrator(before: dict[int, float]) -> None:
+    """Run the DDict's orchestrator at the lowest CPU priority.
+
+    In dragonhpc 0.15 an idle orchestrator polls for messages and uses about one core for
+    as long as the dictionary exists (measured: bench/dragon_idle.py) -- half of a small
+    node, taken from the trainers. It only serves creating and destroying the dictionary,
+    never a put or get, so it may wait for idle CPU. It is the first process the DDict
+    started here (the managers come after it).
+    """
+    new = {pid: t for pid, t in siblings().items() if pid not in before}
+    if new:
+        with contextlib.suppress(psutil.Error, OSError):
+            psutil.Process(min(new, key=lambda pid: new[pid])).nice(19)
 
 
 @register_transport
@@ -281,12 +311,12 @@ class DDictConfig(TransportConfig):
     name: Literal["ddict"] = "ddict"
     display: ClassVar[str] = "DDict"
     launchers: ClassVar[tuple[str, ...] | None] = ("dragon",)
-    ddict_mem: int | None = Field(
+    ddict_mem: ByteSize | None = Field(
         None,
         ge=MIN_MANAGER_BYTES,
         le=2**50,
-        description="DDict memory in bytes over all managers (default: the run's data plus "
-        "headroom)",
+        description="DDict memory over all managers, e.g. 8GiB (default: sized from the "
+        "run's data with headroom)",
     )
     ddict_managers_per_node: int = Field(
         2, ge=1, le=64, description="DDict manager processes per node"
@@ -303,7 +333,8 @@ class DDictConfig(TransportConfig):
     def check(self, ctx: RunContext) -> None:
         if self.ddict_mem is not None and self.ddict_mem < ctx.data_bytes:
             raise UsageError(
-                f"--ddict-mem {self.ddict_mem} is less than the {gib(ctx.data_bytes)} this run "
+                f"--ddict-mem {self.ddict_mem.human_readable()} is less than the "
+                f"{gib(ctx.data_bytes)} this run "
                 "stores; raise it or leave it out to size the DDict from the data."
             )
         shm = Path("/dev/shm")
