@@ -6,20 +6,19 @@ wall time includes interpreter and torch start-up, like a ``simferry run`` comma
 torch is imported while the simulations run (as simferry's local launcher warms its
 trainers), so the floor is what a careful hand-written script achieves.
 
-It prints one line of ``key=value`` pairs; ``train_peak_rss`` is the trainer's own peak
-resident memory (float32 data, torch and the training steps, after the float64 results
-were dropped), the baseline a simferry trainer's peak is compared with.
+``--trainer-only`` measures the floor of a trainer's memory instead: a fresh process that
+imports torch, computes the samples straight into the float32 buffer and trains; its
+peak RSS (``train_peak_rss``) is what any trainer needs before a data path adds anything.
+It prints one line of ``key=value`` pairs.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import re
+import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -31,20 +30,21 @@ def one_simulation(args: tuple[int, int, int, float]) -> list[tuple[np.ndarray, 
     return [(s.input, s.target) for s in simulate(sim, num_sims, grid, step_seconds)]
 
 
-def reset_peak_rss() -> bool:
-    """Restart this process's peak-RSS count (Linux ``clear_refs``); False where refused."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
+def trainer_only(num_sims: int, grid_size: int) -> None:
+    from simferry.workload.simulation import STEPS, simulate
+    from simferry.workload.training import SampleBuffer, set_threads, train_epoch
 
-
-def peak_rss() -> int:
-    """Peak resident bytes since start or the last ``reset_peak_rss`` (VmHWM)."""
-    status = Path("/proc/self/status").read_text()
-    found = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return int(found.group(1)) * 1024 if found else 0
+    set_threads(1)
+    buf = SampleBuffer(num_sims * STEPS, grid_size)
+    row = 0
+    for sim in range(num_sims):
+        for s in simulate(sim, num_sims, grid_size, 0):
+            buf.fill(row, s.input, s.target)
+            row += 1
+    t0 = time.perf_counter()
+    train_epoch(0, buf)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"bare-trainer train_s={time.perf_counter() - t0:.2f} train_peak_rss={peak}")
 
 
 def main() -> None:
@@ -53,7 +53,11 @@ def main() -> None:
     p.add_argument("--grid-size", type=int, default=512)
     p.add_argument("--step-seconds", type=float, default=0.5)
     p.add_argument("--trainers", type=int, default=1)
+    p.add_argument("--trainer-only", action="store_true", help="measure one trainer's memory")
     a = p.parse_args()
+    if a.trainer_only:
+        trainer_only(a.num_sims, a.grid_size)
+        return
     t0 = time.perf_counter()
     workers = min(a.num_sims, len(os.sched_getaffinity(0)))
     jobs = [(k, a.num_sims, a.grid_size, a.step_seconds) for k in range(a.num_sims)]
@@ -67,25 +71,16 @@ def main() -> None:
 
     t1 = time.perf_counter()
     count = sum(len(r) for r in results)
-    bufs = []
-    for _ in range(a.trainers):
+    for trainer in range(a.trainers):
         buf = SampleBuffer(count, a.grid_size)
         row = 0
         for sim in results:
             for inp, target in sim:
                 buf.fill(row, inp, target)
                 row += 1
-        bufs.append(buf)
-    del results, sim, inp, target
-    gc.collect()
-    measured = reset_peak_rss()
-    for trainer, buf in enumerate(bufs):
         train_epoch(trainer, buf)
     t_train = time.perf_counter() - t1
-    print(
-        f"bare sim_s={t_sim:.2f} train_s={t_train:.2f} total_s={time.perf_counter() - t0:.2f} "
-        f"train_peak_rss={peak_rss() if measured else 0}"
-    )
+    print(f"bare sim_s={t_sim:.2f} train_s={t_train:.2f} total_s={time.perf_counter() - t0:.2f}")
 
 
 if __name__ == "__main__":

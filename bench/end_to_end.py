@@ -148,13 +148,15 @@ def main() -> None:
         runs = [(v, None) for v in variants]
         if tree is not None:
             runs += [(v, tree) for v in variants if v[0] == "local"]
+        m = measure([sys.executable, str(HERE / "bare.py"), "--trainer-only", *size])
+        if m.returncode:
+            raise SystemExit(f"bare trainer failed:\n{m.stderr}")
+        trainer_floor = key_values(m.stdout)["train_peak_rss"]
         for rep in range(a.repeat):
             m = measure([sys.executable, str(HERE / "bare.py"), *size])
             if m.returncode:
                 raise SystemExit(f"bare run failed:\n{m.stderr}")
-            row = key_values(m.stdout)
-            bare = {"wall_s": m.wall_s, "peak_pss": m.peak_pss}
-            bare["trainer_rss"] = row["train_peak_rss"]
+            bare = {"wall_s": m.wall_s, "peak_pss": m.peak_pss, "trainer_rss": trainer_floor}
             rows.setdefault("bare", []).append(bare)
             print(f"[{rep}] bare: {m.wall_s:.2f} s", file=sys.stderr)
             for (launcher, transport), base in runs:
@@ -220,8 +222,8 @@ def write(rows: dict[str, list[dict]], a: argparse.Namespace, loads: list[float]
         f"{a.step_seconds}, {a.repeat} repeat(s), variants alternated, medians; float32 "
         f"dataset {float32 / 1e6:.0f} MB; {os.cpu_count()} cores, 1-min load average "
         f"{min(loads):.1f}..{max(loads):.1f} during the run. Start-up includes waiting for "
-        "the trainers' torch import; bare trainer = training in-process on the float32 "
-        "buffer after the float64 results were dropped.\n\n"
+        "the trainers' torch import. Bare trainer = `bench/bare.py --trainer-only`: a fresh "
+        "process with torch, the float32 buffer and one epoch, no data path.\n\n"
     )
     md += targets(med, float32)
     print(md)

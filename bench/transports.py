@@ -126,12 +126,18 @@ def transport_subject(
 
 
 def measure(subjects: dict[str, Subject], repeat: int) -> dict[str, tuple[float, float]]:
-    """Median put and get seconds of each subject, taking turns in every repetition so
-    that drift in the machine's load hits limits and transports alike."""
+    """Median put and get seconds of each subject.
+
+    Subjects take turns in every repetition, so drift in the machine's load hits limits
+    and transports alike.
+    """
     times: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in subjects}
     for i in range(repeat):
+        # The order flips every repetition: whatever comes first after a burst of
+        # writes (or last) is not always the same subject.
+        order = list(subjects.items())[:: -1 if i % 2 else 1]
         for op in (0, 1):
-            for label, subject in subjects.items():
+            for label, subject in order:
                 fn = subject.get if op else subject.put
                 t0 = time.perf_counter()
                 fn(i)
