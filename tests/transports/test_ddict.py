@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ByteSize
 
 from simferry.errors import UsageError
 from simferry.launchers import dragon
@@ -27,6 +28,7 @@ from simferry.transports.ddict import (
     manager_bytes,
     placement,
 )
+from simferry.transports.exceptions import TransportFullError
 from simferry.workload.simulation import STEPS, dataset_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +95,22 @@ def test_default_size_stores_an_awkward_grid_in_dragon(tmp_path: Path, batch: bo
         owner.close()
 
 
+@in_dragon
+def test_a_full_ddict_is_a_clear_error_in_dragon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simferry.transports import ddict
+
+    monkeypatch.setattr(ddict, "TIMEOUT_S", 5.0)  # a manager with no free block waits this
+    owner = DDictConfig(ddict_mem=ByteSize(8 * 2**20)).start(RunContext(tmp_path, "t", 2**20))
+    try:
+        with pytest.raises(TransportFullError, match="--ddict-mem"):
+            for step in range(STEPS):
+                owner.put(SampleKey(0, step, "input"), np.zeros(2**19))  # 4 MiB each
+    finally:
+        owner.close()
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(
     dragon.missing_reason() is not None or dragon.in_runtime(),
@@ -102,8 +120,8 @@ def test_conformance_suite_passes_inside_dragon(tmp_path: Path) -> None:
     exe = dragon.dragon_executable()
     assert exe is not None
     env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
-    here = "tests/transports/test_ddict.py::test_default_size_stores_an_awkward_grid_in_dragon"
-    tests = ["tests/transports/test_conformance.py", here, "-k", "ddict"]
+    tests = ["tests/transports/test_conformance.py", "tests/transports/test_ddict.py"]
+    tests += ["-k", "ddict and not test_ddict.py or in_dragon"]
     cmd = [str(exe), "--", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     cmd += ["--basetemp", str(tmp_path / "t"), *tests]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
@@ -111,4 +129,4 @@ def test_conformance_suite_passes_inside_dragon(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     # Every conformance test ran on the DDict (none skipped) plus the in-Dragon checks.
     result = [line for line in proc.stdout.splitlines() if " deselected in " in line]
-    assert result and result[-1].startswith("11 passed, ") and "skip" not in result[-1], out
+    assert result and result[-1].startswith("12 passed, ") and "skip" not in result[-1], out
