@@ -1,7 +1,13 @@
-"""Run a command and measure its wall time and the peak memory of its process tree."""
+"""Run a command and measure its wall time, CPU time and the peak memory of its process tree.
+
+CPU time (user + system of the command and every descendant it waited for) hardly
+changes when other work shares the machine, unlike wall time, so it shows what a run
+itself costs even on a busy machine.
+"""
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import threading
 import time
@@ -18,6 +24,7 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
+    cpu_s: float = 0.0
 
 
 def _tree(proc: psutil.Process) -> list[psutil.Process]:
@@ -48,6 +55,7 @@ def measure(
     With ``marker``, processes whose command line contains it count too.
     """
     peaks = {"pss": 0, "rss": 0}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ps = psutil.Process(proc.pid)
@@ -76,4 +84,6 @@ def measure(
     wall = time.perf_counter() - t0
     done.set()
     thread.join()
-    return Measured(wall, peaks["pss"], peaks["rss"], proc.returncode, out, err)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Measured(wall, peaks["pss"], peaks["rss"], proc.returncode, out, err, cpu)

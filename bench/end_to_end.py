@@ -49,6 +49,7 @@ def simferry_row(m: Measured, runs: Path) -> dict[str, float]:
     recs = [json.loads(x) for x in (run_dir / "records.jsonl").read_text().splitlines()]
     return {
         "wall_s": m.wall_s,
+        "cpu_s": m.cpu_s,
         "peak_pss": m.peak_pss,
         "startup_s": s.get("startup_s", 0.0) + s.get("trainer_ready_s", 0.0),
         "trainer_rss": max(r["peak_rss"] for r in recs if r["kind"] == "train"),
@@ -94,7 +95,7 @@ def run_variant(
         m = measure(cmd)
         if m.returncode == 0:
             row = key_values(m.stdout)
-            row.update(wall_s=m.wall_s, peak_pss=m.peak_pss)
+            row.update(wall_s=m.wall_s, cpu_s=m.cpu_s, peak_pss=m.peak_pss)
             return row
     else:
         runs = tmp / f"{launcher}-{transport}{'-baseline' if tree else ''}"
@@ -156,7 +157,8 @@ def main() -> None:
             m = measure([sys.executable, str(HERE / "bare.py"), *size])
             if m.returncode:
                 raise SystemExit(f"bare run failed:\n{m.stderr}")
-            bare = {"wall_s": m.wall_s, "peak_pss": m.peak_pss, "trainer_rss": trainer_floor}
+            bare = {"wall_s": m.wall_s, "cpu_s": m.cpu_s, "peak_pss": m.peak_pss}
+            bare["trainer_rss"] = trainer_floor
             rows.setdefault("bare", []).append(bare)
             print(f"[{rep}] bare: {m.wall_s:.2f} s", file=sys.stderr)
             for (launcher, transport), base in runs:
@@ -191,10 +193,13 @@ def write(rows: dict[str, list[dict]], a: argparse.Namespace, loads: list[float]
     med = {
         name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rows.items()
     }
+    for name, rs in rows.items():
+        med[name]["best_wall_s"] = min(r["wall_s"] for r in rs)
     bare = med["bare"]
     float32 = a.num_sims * 10 * a.grid_size**2 * 4 * 2
     header = [
-        "variant", "wall (s)", "x bare", "start-up (s)", "sim run/IO (s)", "train run/IO (s)",
+        "variant", "wall (s)", "x bare", "best wall (s)", "x bare (best)", "CPU (s)",
+        "x bare CPU", "start-up (s)", "sim run/IO (s)", "train run/IO (s)",
         "peak PSS tree (MB)", "PSS above bare (MB)", "trainer peak RSS (MB)",
         "trainer RSS above bare trainer (MB)",
     ]  # fmt: skip
@@ -206,6 +211,10 @@ def write(rows: dict[str, list[dict]], a: argparse.Namespace, loads: list[float]
                 name,
                 f"{m['wall_s']:.2f}",
                 f"{m['wall_s'] / bare['wall_s']:.3f}",
+                f"{m['best_wall_s']:.2f}",
+                f"{m['best_wall_s'] / bare['best_wall_s']:.3f}",
+                f"{m['cpu_s']:.1f}",
+                f"{m['cpu_s'] / bare['cpu_s']:.3f}",
                 f"{m['startup_s']:.2f}" if has else "",
                 f"{m['sim_run_s']:.2f} / {m['sim_io_s']:.3f}" if has else "",
                 f"{m['train_run_s']:.2f} / {m['train_io_s']:.3f}" if has else "",
@@ -219,31 +228,48 @@ def write(rows: dict[str, list[dict]], a: argparse.Namespace, loads: list[float]
     md += "".join("| " + " | ".join(r) + " |\n" for r in table)
     md += (
         f"\nconfig: --num-sims {a.num_sims} --grid-size {a.grid_size} --step-seconds "
-        f"{a.step_seconds}, {a.repeat} repeat(s), variants alternated, medians; float32 "
-        f"dataset {float32 / 1e6:.0f} MB; {os.cpu_count()} cores, 1-min load average "
-        f"{min(loads):.1f}..{max(loads):.1f} during the run. Start-up includes waiting for "
-        "the trainers' torch import. Bare trainer = `bench/bare.py --trainer-only`: a fresh "
-        "process with torch, the float32 buffer and one epoch, no data path.\n\n"
+        f"{a.step_seconds}, {a.repeat} repeat(s), variants alternated; medians except 'best "
+        f"wall' (the least disturbed repeat); float32 dataset {float32 / 1e6:.0f} MB; "
+        f"{os.cpu_count()} cores shared with other work, 1-min load average "
+        f"{min(loads):.1f}..{max(loads):.1f} during the run. CPU = user + system time of the "
+        "whole process tree (hardly changed by other load; Parsl's detached worker pools are "
+        "not in it). Start-up includes waiting for the trainers' torch import. Bare trainer "
+        "= `bench/bare.py --trainer-only`: a fresh process with torch, the float32 buffer "
+        "and one epoch, no data path.\n\n"
     )
     md += targets(med, float32)
     print(md)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "end_to_end.md").write_text(md)
+    (a.out / "end_to_end_runs.json").write_text(json.dumps(rows, indent=1) + "\n")
     with open(a.out / "end_to_end.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         w.writerows(table)
 
 
+def ratios(m: dict[str, float], ref: dict[str, float]) -> str:
+    return (
+        f"wall {m['wall_s'] / ref['wall_s']:.3f} x (best {m['best_wall_s'] / ref['best_wall_s']:.3f}"
+        f" x), CPU {m['cpu_s'] / ref['cpu_s']:.3f} x"
+    )
+
+
 def targets(med: dict[str, dict[str, float]], float32: int) -> str:
-    """Each target met or not, with its ratio (README and issue 9 quote these lines)."""
+    """Each target met or not, with its ratios (README and issue 9 quote these lines).
+
+    Wall-time targets are judged on the median; the best repeat and CPU time are given
+    beside it because other work on a shared machine inflates medians.
+    """
     bare = med["bare"]
     lines = ["Targets:\n"]
     for name in ("local+filesystem", "local+shm"):
         if name in med:
             ratio = med[name]["wall_s"] / bare["wall_s"]
             verdict = "met" if ratio <= WALL_TARGET else "NOT met"
-            lines.append(f"- {name} wall <= {WALL_TARGET} x bare: {ratio:.3f} x, {verdict}\n")
+            lines.append(
+                f"- {name} wall <= {WALL_TARGET} x bare: {ratios(med[name], bare)}; {verdict}\n"
+            )
     limit = float32 + TRAINER_ALLOWANCE
     for name, m in med.items():
         if name == "bare" or name.startswith("reference") or "@" in name:
@@ -252,36 +278,34 @@ def targets(med: dict[str, dict[str, float]], float32: int) -> str:
         verdict = "met" if ratio <= 1 else "NOT met"
         lines.append(
             f"- {name} trainer peak RSS <= float32 data + 400 MB ({limit / 1e6:.0f} MB): "
-            f"{m['trainer_rss'] / 1e6:.0f} MB = {ratio:.2f} x, {verdict}; data path adds "
+            f"{m['trainer_rss'] / 1e6:.0f} MB = {ratio:.2f} x, {verdict}; the data path adds "
             f"{(m['trainer_rss'] - bare['trainer_rss']) / 1e6:.0f} MB to the bare trainer's "
             f"{bare['trainer_rss'] / 1e6:.0f} MB\n"
         )
     for transport in ("futures", "filesystem"):
         ref = med.get(f"reference+{transport}")
-        if ref is None:
+        m = med.get(f"local+{transport}")
+        if ref is None or m is None:
             continue
         # Same workers on both sides (local process pools): the difference is the data path.
-        for name, m in med.items():
-            if name == f"local+{transport}":
-                ratio = m["wall_s"] / ref["wall_s"]
-                verdict = "met" if ratio <= 1 else "NOT met"
-                lines.append(
-                    f"- {name} not slower than reference {transport}: wall {ratio:.3f} x, "
-                    f"train IO {m['train_io_s']:.3f} vs {ref['train_io_s']:.3f} s, trainer "
-                    f"RSS {m['trainer_rss'] / 1e6:.0f} vs {ref['trainer_rss'] / 1e6:.0f} MB, "
-                    f"{verdict}\n"
-                )
+        verdict = "met" if m["wall_s"] <= ref["wall_s"] else "NOT met"
+        lines.append(
+            f"- local+{transport} not slower than the reference's {transport}: "
+            f"{ratios(m, ref)}, train IO {m['train_io_s']:.3f} vs {ref['train_io_s']:.3f} s, "
+            f"sim IO {m['sim_io_s']:.3f} vs {ref['sim_io_s']:.3f} s, trainer RSS "
+            f"{m['trainer_rss'] / 1e6:.0f} vs {ref['trainer_rss'] / 1e6:.0f} MB, peak PSS "
+            f"{m['peak_pss'] / 1e6:.0f} vs {ref['peak_pss'] / 1e6:.0f} MB; {verdict}\n"
+        )
     for name, before in med.items():
         now_name = name.split(" @")[0]
         now = med.get(now_name)
         if "@" in name and now is not None:
             lines.append(
-                f"- {now_name} now vs {name.split(' @')[1]} (before): wall "
-                f"{now['wall_s'] / before['wall_s']:.3f} x, train run/IO {now['train_run_s']:.2f}"
-                f"/{now['train_io_s']:.3f} vs {before['train_run_s']:.2f}/"
-                f"{before['train_io_s']:.3f} s, trainer RSS {now['trainer_rss'] / 1e6:.0f} vs "
-                f"{before['trainer_rss'] / 1e6:.0f} MB, peak PSS {now['peak_pss'] / 1e6:.0f} vs "
-                f"{before['peak_pss'] / 1e6:.0f} MB\n"
+                f"- {now_name} now vs {name.split(' @')[1]} (before): {ratios(now, before)}, "
+                f"train run/IO {now['train_run_s']:.2f}/{now['train_io_s']:.3f} vs "
+                f"{before['train_run_s']:.2f}/{before['train_io_s']:.3f} s, trainer RSS "
+                f"{now['trainer_rss'] / 1e6:.0f} vs {before['trainer_rss'] / 1e6:.0f} MB, peak "
+                f"PSS {now['peak_pss'] / 1e6:.0f} vs {before['peak_pss'] / 1e6:.0f} MB\n"
             )
     return "".join(lines)
 
