@@ -133,9 +133,13 @@ class LocalLauncher:
         self._tokens = itertools.count()
         self._futures: dict[int, tuple[Role, Future[Any]]] = {}
         self._culprits: dict[ProcessPoolExecutor, set[Future[Any]]] = {}
-        # fork: workers start in milliseconds and the main process never imports torch,
-        # so no CUDA or thread state is inherited.
+        # fork: workers start in milliseconds and the simferry command never imports
+        # torch, so no CUDA or OpenMP state is inherited. A host process that already ran
+        # torch (a test session, a notebook) would hand forked trainers a dead OpenMP
+        # thread pool, and they hang in their first convolution: those get fresh
+        # interpreters instead (the warm-up hides the extra start-up behind simulations).
         self._ctx = multiprocessing.get_context("fork")
+        self._train_ctx = multiprocessing.get_context("spawn" if "torch" in sys.modules else "fork")
         self._pools: dict[Role, ProcessPoolExecutor] = {}
         self._warm: list[Future[int]] = []
         for role in ("sim", "train"):
@@ -147,8 +151,9 @@ class LocalLauncher:
         # Workers die with the main process only when it, not a short-lived thread, forks.
         main = threading.current_thread() is threading.main_thread()
         with signals_blocked():
+            ctx = self._ctx if role == "sim" else self._train_ctx
             pool = ProcessPoolExecutor(
-                size, mp_context=self._ctx, initializer=worker_init, initargs=(os.getpid(), main)
+                size, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(), main)
             )
             # Held before any worker exists, so an interrupted start-up still stops them.
             self._pools[role] = pool
