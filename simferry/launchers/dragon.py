@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,6 +51,11 @@ RUNTIME_ENV = "DRAGON_MY_PUID"
 BOOT_ENV = "SIMFERRY_DRAGON_T0"
 #: Seconds between checks that no pool worker died (a dead worker's task never returns).
 WATCH_S = 1.0
+#: Seconds the runtime may take to start simferry inside it (it takes 2-10 s; a loaded
+#: machine is slower); past that it is taken to be stuck.
+START_TIMEOUT_S = 180.0
+#: Seconds a Ctrl-C that came while the runtime booted waits for simferry to start in it.
+ABORT_GRACE_S = 10.0
 
 
 def in_runtime() -> bool:
@@ -345,38 +351,100 @@ def run_under_dragon(args: list[str], collect: Callable[[str], None] | None = No
         assert proc.stdout is not None
         pump = threading.Thread(target=_pump, args=(proc.stdout, collect), daemon=True)
         pump.start()
-        forwarded = 0
-        while proc.poll() is None:
-            if len(signals) > forwarded and _forward(proc.pid):
-                forwarded = len(signals)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(0.2)
+        outcome = _supervise(proc, signals)
         pump.join(timeout=5)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    if outcome != "ran":
+        if signals:
+            raise Interrupted(signals[0])
+        what = (
+            f"did not start within {start_timeout():.0f} s and was stopped"
+            if outcome == "stuck"
+            else f"did not start (dragon exited with code {proc.returncode})"
+        )
+        raise TransportUnavailableError(
+            f"The Dragon runtime {what}; check the free space in /dev/shm (Dragon reserves "
+            "several GB there) and run `dragon-cleanup` if an earlier runtime is stuck."
+        )
     # Interrupted, the child already said so and exited 128 + signal.
     return proc.returncode
 
 
-def _forward(launcher_pid: int) -> bool:
-    """Send SIGINT to the simferry process Dragon runs; False if it has not started yet.
+def _supervise(proc: subprocess.Popen[str], signals: list[int]) -> str:
+    """Wait for ``dragon``, passing signals on: "ran", "exited" (early) or "stuck".
 
-    Interrupting the ``dragon`` launcher itself while it boots can leave it hung, so a
-    signal that comes early waits until simferry runs (or the launcher has exited).
+    Dragon hangs instead of exiting when its local services fail to start, and so may a
+    launcher interrupted while it boots; either way it is stopped here, with what it made.
     """
+    t0 = time.monotonic()
+    head = None
+    forwarded = 0
+    first_signal = 0.0
+    while proc.poll() is None:
+        if head is None:
+            head = _head(proc.pid)
+        if signals and not first_signal:
+            first_signal = time.monotonic()
+        if head is not None and len(signals) > forwarded:
+            with contextlib.suppress(Exception):
+                head.send_signal(signal.SIGINT)
+            forwarded = len(signals)
+        elif head is None and (
+            time.monotonic() - t0 > start_timeout()
+            or (first_signal and time.monotonic() - first_signal > ABORT_GRACE_S)
+        ):
+            _abort(proc)
+            return "stuck"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.2)
+    return "ran" if head is not None else "exited"
+
+
+def start_timeout() -> float:
+    """Seconds Dragon may take to start simferry inside it (``SIMFERRY_DRAGON_START_S``)."""
+    try:
+        return float(os.environ.get("SIMFERRY_DRAGON_START_S", START_TIMEOUT_S))
+    except ValueError:
+        return START_TIMEOUT_S
+
+
+def _head(launcher_pid: int) -> Any:
+    """The simferry process Dragon runs (a ``psutil.Process``), once it has started."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(launcher_pid).children():
+            with contextlib.suppress(psutil.Error):
+                if child.cmdline()[1:3] == ["-m", "simferry"]:
+                    return child
+    return None
+
+
+def _abort(proc: subprocess.Popen[str]) -> None:
+    """Kill a stuck ``dragon`` and all it started; remove the /dev/shm files they mapped."""
     import psutil
 
     try:
-        children = psutil.Process(launcher_pid).children()
+        root = psutil.Process(proc.pid)
+        procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return True
-    for child in children:
+        procs = []
+    names: set[str] = set()
+    for p in procs:
+        with contextlib.suppress(OSError):
+            maps = Path(f"/proc/{p.pid}/maps").read_text()
+            names |= set(re.findall(r"/dev/shm/(D[^\s/]*)", maps))
+    for p in procs:
         with contextlib.suppress(psutil.Error):
-            if child.cmdline()[1:3] == ["-m", "simferry"]:
-                child.send_signal(signal.SIGINT)
-                return True
-    return False
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    for name in names:
+        with contextlib.suppress(OSError):
+            (Path("/dev/shm") / name).unlink()
 
 
 def _pump(stream: IO[str], collect: Callable[[str], None] | None) -> None:

@@ -174,6 +174,21 @@ def test_ctrl_c_stops_the_run_and_the_runtime(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 @needs_dragon
+def test_a_runtime_that_cannot_start_is_one_sentence_and_leaves_nothing(tmp_path: Path) -> None:
+    # A default pool larger than any /dev/shm: Dragon's local services fail and its
+    # launcher then waits forever; simferry stops it after SIMFERRY_DRAGON_START_S.
+    env = {"DRAGON_DEFAULT_SEG_SZ": str(2**50), "SIMFERRY_DRAGON_START_S": "10"}
+    args = ["run", "--launcher", "dragon", "--transport", "ddict", *SMALL]
+    code, _, err = run_cli(*args, cwd=tmp_path, env=env)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("simferry: error: The Dragon runtime did not start within 10 s")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.integration
+@needs_dragon
 def test_ddict_demo_typed_in_a_plain_shell(tmp_path: Path) -> None:
     code, out, err = run_cli("ddict-demo", "--workers", "2", "--repeats", "3", cwd=tmp_path)
     assert code == 0, err
