@@ -42,13 +42,22 @@ def transports() -> list[str]:
     return names
 
 
+def is_resource_tracker(proc: psutil.Process) -> bool:
+    """Python's one-per-process multiprocessing helper (started by spawned trainers)."""
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
 def usage() -> dict[str, int]:
     gc.collect()
     me = psutil.Process()
+    children = [c for c in me.children(recursive=True) if not is_resource_tracker(c)]
     return {
         "fds": me.num_fds(),
         "threads": me.num_threads(),
-        "children": len(me.children(recursive=True)),
+        "children": len(children),
         "shm": len(shm_entries()),
         "rss": me.memory_info().rss,
     }
