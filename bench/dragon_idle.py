@@ -1,22 +1,25 @@
 """Does an idle Dragon runtime slow training down? (It was seen using about one core.)
 
-Run with the plain interpreter: ``.venv/bin/python bench/dragon_idle.py``. It times the
-same one-epoch training (simferry's CNN, trainer 0, random data) in this process with no
-runtime and with a runtime up that does nothing, in three forms (see ``HEADS``), and
-measures the CPU each runtime's processes use meanwhile. Runs without a runtime are
-interleaved with the others; on a machine others use too, compare the medians and say
-what the load was.
+``.venv/bin/python bench/dragon_idle.py`` times the same one-epoch training (simferry's
+CNN, trainer 0, random data) in this process with no runtime and with a runtime up that
+does nothing, bare or holding a DDict and an idle pool (``HEADS``), and measures the CPU
+each runtime's processes use. On a shared machine other programs' load swamps that
+comparison, so ``.venv/bin/dragon bench/dragon_idle.py --orchestrator`` isolates the one
+busy process, the DDict's orchestrator: it shares a core with a one-thread trainer and is
+paused, running, or running at nice 19, in shuffled order, round after round.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 
@@ -35,9 +38,8 @@ def train_seconds(samples: int, grid: int, threads: int) -> float:
     return time.perf_counter() - t0
 
 
-#: The runtime's head process: nothing; what a simferry run keeps up while training (a
-#: DDict with two managers and an idle pool of two simulation workers); and that again
-#: with simferry's mitigation (its DDict orchestrator, which polls, at the lowest priority).
+#: The runtime's head process: nothing, or what a simferry run keeps up while training
+#: (a DDict with two managers and an idle pool of two simulation workers).
 HEADS = {
     "idle runtime up": "import time; time.sleep(3600)",
     "runtime + DDict + idle pool up": (
@@ -45,19 +47,6 @@ HEADS = {
         "from dragon.native.pool import Pool\n"
         "import os, time\n"
         "d = DDict(2, 1, 64 * 2**20)\n"
-        "p = Pool(2)\n"
-        "p.apply_async(os.getpid).get()\n"
-        "try:\n"
-        "    time.sleep(3600)\n"
-        "finally:\n"
-        "    p.terminate(); p.join(); d.destroy()\n"
-    ),
-    "the same, orchestrator at nice 19 (simferry)": (
-        "from simferry.transports.ddict import create\n"
-        "from dragon.native.pool import Pool\n"
-        "import os, time, tempfile\n"
-        "from pathlib import Path\n"
-        "d = create(2, 1, 64 * 2**20, Path(tempfile.gettempdir()))\n"
         "p = Pool(2)\n"
         "p.apply_async(os.getpid).get()\n"
         "try:\n"
@@ -121,12 +110,65 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=120)
 
 
+def orchestrator_effect(samples: int, grid: int, rounds: int) -> None:
+    """Under ``dragon``: training beside a DDict whose orchestrator is paused, niced or not.
+
+    Short trainings alternate between the three states, with the trainer and the
+    orchestrator pinned to the same core, so load from other programs falls on all three
+    alike; the paused orchestrator (SIGSTOP) is the baseline.
+    """
+    import tempfile
+
+    from simferry.transports.ddict import create
+
+    def siblings() -> dict[int, float]:
+        return {p.pid: p.create_time() for p in psutil.Process(os.getppid()).children()}
+
+    before = siblings()
+    dd = create(2, 1, 64 * 2**20, Path(tempfile.gettempdir()))
+    new = {pid: t for pid, t in siblings().items() if pid not in before}
+    orc = psutil.Process(min(new, key=lambda pid: new[pid]))  # started first, then managers
+    core = sorted(os.sched_getaffinity(0))[-1]
+    os.sched_setaffinity(0, {core})
+    orc.cpu_affinity([core])
+    states = {
+        "orchestrator paused": lambda: orc.suspend(),
+        "orchestrator running": lambda: (orc.resume(), orc.nice(0)),
+        "orchestrator running at nice 19": lambda: (orc.resume(), orc.nice(19)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in states}
+    try:
+        train_seconds(8, grid, 1)
+        order = list(states)
+        for _ in range(rounds):
+            random.shuffle(order)  # no state always follows another
+            for name in order:
+                states[name]()
+                time.sleep(0.5)
+                times[name].append(train_seconds(samples, grid, 1))
+    finally:
+        orc.resume()
+        dd.destroy()
+    print(f"one trainer thread and the orchestrator on core {core}, {rounds} rounds:")
+    for name, values in times.items():
+        shown = ", ".join(f"{v:.2f}" for v in values)
+        print(f"  {name}: median {statistics.median(values):.2f} s ({shown})")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=80)
     p.add_argument("--grid-size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--orchestrator", action="store_true", help="run under dragon: orchestrator_effect"
+    )
     args = p.parse_args()
+    if args.orchestrator:
+        print(f"load average at start: {os.getloadavg()[0]:.1f}")
+        orchestrator_effect(args.samples // 4, args.grid_size, max(5, args.repeats))
+        print(f"load average at end: {os.getloadavg()[0]:.1f}")
+        return
     threads = len(os.sched_getaffinity(0))
     work = (args.samples, args.grid_size, threads)
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {threads} cores")

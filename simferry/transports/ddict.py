@@ -24,14 +24,12 @@ blocking read, so polls back off from 2 to 50 ms while nothing is new.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import psutil
 from pydantic import ByteSize, Field
 
 from simferry.errors import UsageError
@@ -267,10 +265,9 @@ def create(managers_per_node: int, nodes: int, total_bytes: int, run_dir: Path) 
     from dragon.native.machine import current
 
     here = Policy(placement=Policy.Placement.HOST_NAME, host_name=current().hostname)
-    before = siblings()
     try:
         with translated("creating the dictionary"):
-            dd = DDict(
+            return DDict(
                 managers_per_node,
                 nodes,
                 total_bytes,
@@ -281,33 +278,6 @@ def create(managers_per_node: int, nodes: int, total_bytes: int, run_dir: Path) 
     except RuntimeError as exc:  # DDict reports start-up failures with a traceback inside
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TransportError(f"Could not create the DDict ({first}).") from None
-    yield_orchestrator(before)
-    return dd
-
-
-def siblings() -> dict[int, float]:
-    """Processes Dragon started on this node beside this one (pid -> start time)."""
-    found: dict[int, float] = {}
-    with contextlib.suppress(psutil.Error):
-        for proc in psutil.Process(os.getppid()).children():
-            with contextlib.suppress(psutil.Error):
-                found[proc.pid] = proc.create_time()
-    return found
-
-
-def yield_orchestrator(before: dict[int, float]) -> None:
-    """Run the DDict's orchestrator at the lowest CPU priority.
-
-    In dragonhpc 0.15 an idle orchestrator polls for messages and uses about one core for
-    as long as the dictionary exists (measured: bench/dragon_idle.py) -- half of a small
-    node, taken from the trainers. It only serves creating and destroying the dictionary,
-    never a put or get, so it may wait for idle CPU. It is the first process the DDict
-    started here (the managers come after it).
-    """
-    new = {pid: t for pid, t in siblings().items() if pid not in before}
-    if new:
-        with contextlib.suppress(psutil.Error, OSError):
-            psutil.Process(min(new, key=lambda pid: new[pid])).nice(19)
 
 
 @register_transport
