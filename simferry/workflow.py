@@ -373,6 +373,9 @@ class PhasedRun:
         outcomes: list[TrainOutcome] = []
         self.progress.phase("training", launcher.trainers)
         per_node = -(-launcher.trainers // max(1, launcher.nodes))
+        release = getattr(launcher, "release", None)  # idle simulation workers (Dragon)
+        if release is not None:
+            release("sim")
         self.trainer_ready_s = wait_for_trainers(launcher)
         t0 = time.time()
         futures = {}

@@ -119,21 +119,26 @@ class DragonLauncher:
         # GPU nodes: trainer i on GPU i (mod GPUs); CPU nodes: trainers dealt over nodes.
         places = system.gpu_policies() if self.gpus else system.hostname_policies()
         per_node = -(-self.trainers // max(1, self.nodes))
+        self._make: dict[Role, Callable[[], list[Any]]] = {
+            "sim": lambda: [Pool(self.sim_workers)],
+            "train": lambda: [
+                Pool(
+                    policy=places[i % len(places)],
+                    processes_per_policy=1,
+                    initializer=warm_trainer,
+                    initargs=(per_node,),
+                )
+                for i in range(self.trainers)
+            ],
+        }
         self._pools: dict[Role, list[Any]] = {"sim": [], "train": []}
         self._pending: dict[Future[Any], Role] = {}
         self._lock = threading.Lock()
         self._next = itertools.count()
         self._failure: str | None = None
         try:
-            self._pools["sim"].append(Pool(self.sim_workers))
-            for i in range(self.trainers):
-                pool = Pool(
-                    policy=places[i % len(places)],
-                    processes_per_policy=1,
-                    initializer=warm_trainer,
-                    initargs=(per_node,),
-                )
-                self._pools["train"].append(pool)
+            self._pools["sim"] = self._make["sim"]()
+            self._pools["train"] = self._make["train"]()
             # Wait until the simulation workers run, so start-up is not charged to them.
             self._pools["sim"][0].apply_async(os.getpid).get(timeout=300)
         except BaseException:
@@ -146,6 +151,9 @@ class DragonLauncher:
         self.startup_s = time.perf_counter() - t0 + boot_seconds()
 
     def submit(self, role: Role, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        if not self._pools[role]:  # released earlier (see ``release``): start it again
+            self._pools[role] = self._make[role]()
+            self._seen.update(self._exits())
         pools = self._pools[role]
         # A trainer's tasks go to its own (GPU-pinned) process; anything else in turn.
         index = getattr(args[0], "trainer", None) if args and role == "train" else None
@@ -210,6 +218,15 @@ class DragonLauncher:
                 fut.set_exception(RunFailure(why))
             return
 
+    def release(self, role: Role) -> None:
+        """Stop a role's workers while it has nothing to do (phased runs, after simulating).
+
+        Idle Dragon pools are not free: each worker and each pool's result thread poll, at
+        ~0.1 core apiece (measured), which trainers on a small node would otherwise have.
+        """
+        pools, self._pools[role] = self._pools[role], []
+        self._stop_pools(pools, cancel=False)
+
     def shutdown(self, cancel: bool = False) -> None:
         """Join every pool; with ``cancel``, stop running tasks first (SIGINT, then harder)."""
         stop = getattr(self, "_stop", None)
@@ -217,6 +234,10 @@ class DragonLauncher:
             stop.set()
         pools = list(itertools.chain(*self._pools.values()))
         self._pools = {"sim": [], "train": []}
+        self._stop_pools(pools, cancel)
+
+    @staticmethod
+    def _stop_pools(pools: list[Any], cancel: bool) -> None:
         for pool in pools:  # all stop together, then all are joined
             with contextlib.suppress(Exception):
                 if cancel:
