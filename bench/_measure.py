@@ -49,6 +49,7 @@ def measure(
     period: float = 0.1,
     marker: str | None = None,
     env: dict[str, str] | None = None,
+    cwd: str | None = None,
 ) -> Measured:
     """Wall time of ``cmd`` and the peak summed PSS / RSS of its process tree.
 
@@ -57,7 +58,9 @@ def measure(
     peaks = {"pss": 0, "rss": 0}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
+    )
     ps = psutil.Process(proc.pid)
     done = threading.Event()
 

@@ -69,6 +69,16 @@ def export(rev: str, dest: Path) -> Path:
         check=True,
     )
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import simferry; print(simferry.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(dest)},
+        cwd=dest,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if not where.startswith(str(dest)):
+        raise SystemExit(f"--baseline: simferry still imports from {where.strip()}")
     return dest
 
 
@@ -101,10 +111,11 @@ def run_variant(
         runs = tmp / f"{launcher}-{transport}{'-baseline' if tree else ''}"
         cmd = [sys.executable, "-m", "simferry", "run", "--quiet", "--launcher", launcher]
         cmd += ["--transport", transport, *size, "--runs-dir", str(runs)]
-        env = None
+        env = cwd = None
         if tree is not None:
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-        m = measure(cmd, marker=str(runs), env=env)
+            # ``python -m`` puts the working directory first on sys.path: run from the tree.
+            env, cwd = {**os.environ, "PYTHONPATH": str(tree)}, str(tree)
+        m = measure(cmd, marker=str(runs), env=env, cwd=cwd)
         try:
             if m.returncode == 0:
                 return simferry_row(m, runs)
@@ -153,21 +164,27 @@ def main() -> None:
         if m.returncode:
             raise SystemExit(f"bare trainer failed:\n{m.stderr}")
         trainer_floor = key_values(m.stdout)["train_peak_rss"]
+        # The bare work is one more entry, and the order rotates every repeat: other load
+        # on the machine (often periodic) must not always hit the same slot.
+        runs = [(("bare", ""), None), *runs]
         for rep in range(a.repeat):
-            m = measure([sys.executable, str(HERE / "bare.py"), *size])
-            if m.returncode:
-                raise SystemExit(f"bare run failed:\n{m.stderr}")
-            bare = {"wall_s": m.wall_s, "cpu_s": m.cpu_s, "peak_pss": m.peak_pss}
-            bare["trainer_rss"] = trainer_floor
-            rows.setdefault("bare", []).append(bare)
-            print(f"[{rep}] bare: {m.wall_s:.2f} s", file=sys.stderr)
-            for (launcher, transport), base in runs:
-                name = f"{launcher}+{transport}" + (f" @{a.baseline}" if base else "")
-                result = run_variant(launcher, transport, size, tmp, base)
+            shift = rep % len(runs)
+            for (launcher, transport), base in runs[shift:] + runs[:shift]:
+                if launcher == "bare":
+                    m = measure([sys.executable, str(HERE / "bare.py"), *size])
+                    if m.returncode:
+                        raise SystemExit(f"bare run failed:\n{m.stderr}")
+                    name = "bare"
+                    result: dict | None = {"wall_s": m.wall_s, "cpu_s": m.cpu_s}
+                    result.update(peak_pss=m.peak_pss, trainer_rss=trainer_floor)
+                else:
+                    name = f"{launcher}+{transport}" + (f" @{a.baseline}" if base else "")
+                    result = run_variant(launcher, transport, size, tmp, base)
                 if result is not None:
                     rows.setdefault(name, []).append(result)
                     print(f"[{rep}] {name}: {result['wall_s']:.2f} s", file=sys.stderr)
                 loads.append(os.getloadavg()[0])
+    rows = {"bare": rows.pop("bare"), **rows}
     write(rows, a, loads)
 
 

@@ -23,6 +23,7 @@ import argparse
 import csv
 import os
 import pickle
+import random
 import statistics
 import tempfile
 import time
@@ -133,9 +134,11 @@ def measure(subjects: dict[str, Subject], repeat: int) -> dict[str, tuple[float,
     """
     times: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in subjects}
     for i in range(repeat):
-        # The order flips every repetition: whatever comes first after a burst of
-        # writes (or last) is not always the same subject.
-        order = list(subjects.items())[:: -1 if i % 2 else 1]
+        # A new order every repetition: a subject's time can depend on the one before it
+        # (a read right after an unpickle measured 2x slower whatever the read method),
+        # so no subject may always follow the same one. Medians drop the odd slot out.
+        order = list(subjects.items())
+        random.Random(i).shuffle(order)
         for op in (0, 1):
             for label, subject in order:
                 fn = subject.get if op else subject.put
@@ -169,7 +172,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes-mib", default="1,2,4,16,64,256,512")
     p.add_argument("--transports", default="futures,filesystem,shm,redis,ddict")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--out", type=Path, default=HERE / "results")
     a = p.parse_args()
     names = usable(a.transports)
