@@ -169,8 +169,7 @@ class StreamingRun:
                 outcomes.append(result)
                 self.progress.advance("training", f"trainer {rec.index}, loss {result.loss:.3g}")
 
-        blame = getattr(self.launcher, "died_running", None)  # charge only the culprit
-        gather(futures, done, self.cfg.workload.retries, lost_errors(self.launcher), blame)
+        gather(futures, done, self.cfg.workload.retries, self.launcher, self.transport)
         finish_phases(t0, sims, train)
         return t0, sims, train, sorted(outcomes, key=lambda o: o.record.index)
 

@@ -49,6 +49,8 @@ GIB = 2**30
 ABANDON_AFTER = 2
 #: Uncharged resubmissions of one task (it only queued with dying workers) before giving up.
 MAX_SPARED = 10
+#: Seconds between ``check_alive`` calls on the transport while tasks run.
+ALIVE_S = 1.0
 #: Memory of one trainer process before it holds any data (Python, torch, the model).
 TRAINER_PROCESS_BYTES = 256 * 2**20
 
@@ -88,9 +90,12 @@ def preflight(cfg: RunConfig, ctx: RunContext, trainers_here: int) -> None:
         raise UsageError(
             f"Cannot use {where}: {exc.strerror or exc}; choose another path."
         ) from None
-    # Each trainer on this node holds the whole dataset as float32 (half the float64
-    # bytes); pass-by-value also keeps every simulation's pickled results in this process.
-    need = trainers_here * (ctx.data_bytes // 2 + TRAINER_PROCESS_BYTES)
+    # A phased trainer holds the whole dataset as float32 (half the float64 bytes), a
+    # streaming one its replay buffer only; pass-by-value also keeps every simulation's
+    # pickled results in this process.
+    w = cfg.workload
+    held = min(w.replay_buffer, w.samples) if w.mode == "streaming" else w.samples
+    need = trainers_here * (ctx.data_bytes // 2 * held // w.samples + TRAINER_PROCESS_BYTES)
     if cfg.transport.by_value:
         need += ctx.data_bytes
     avail = psutil.virtual_memory().available
@@ -232,7 +237,7 @@ def task_failure(what: str, exc: BaseException) -> SimferryError:
     return RunFailure(f"{what} failed: {detail}.")
 
 
-def lost_errors(launcher: Launcher) -> tuple[type[BaseException], ...]:
+def lost_errors(launcher: Launcher | None) -> tuple[type[BaseException], ...]:
     """Errors meaning "the worker process died", not "the task raised".
 
     Only these are retried: a task that raised would raise again. A launcher adds its
@@ -262,22 +267,32 @@ def gather(
     futures: dict[Future[Any], Task] | dict[Future[Any], tuple[str, float]],
     on_done: Any,
     retries: int = 0,
-    lost: tuple[type[BaseException], ...] = (BrokenExecutor,),
-    blame: Callable[[Future[Any]], bool | None] | None = None,
+    launcher: Launcher | None = None,
+    transport: Transport | None = None,
 ) -> None:
     """Wait for all futures, handing each result to ``on_done`` as soon as it is ready.
 
     ``futures`` maps each future to its ``Task`` (or to its name and submission time);
     ``on_done`` gets the result's record stamped with both main-process timestamps and its
-    attempt. A task whose worker died (``lost``) is resubmitted up to ``retries`` times.
-    When one worker dies, the tasks queued with it may fail too: they are resubmitted
-    without being charged when the launcher's ``blame`` says another task was the one
-    running in the dead worker (``None``: unknown, everyone is charged).
+    attempt. A task whose worker died (the launcher's ``lost_errors``) is resubmitted up to
+    ``retries`` times. When one worker dies, the tasks queued with it may fail too: they
+    are resubmitted without being charged when the launcher's ``died_running`` says
+    another task was the one running in the dead worker (``None``: unknown, everyone is
+    charged). A transport with ``check_alive`` is asked every ``ALIVE_S`` while tasks run:
+    a dead server would otherwise show only as tasks hanging until their own timeouts.
     """
+    lost = lost_errors(launcher)
+    blame: Callable[[Future[Any]], bool | None] | None = getattr(launcher, "died_running", None)
+    alive: Callable[[], None] | None = getattr(transport, "check_alive", None)
     tasks = {f: t if isinstance(t, Task) else Task(t[0], None, t[1]) for f, t in futures.items()}
     pending = set(tasks)
+    checked = time.monotonic()
     while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        timeout = ALIVE_S if alive is not None else None
+        done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        if alive is not None and time.monotonic() - checked >= ALIVE_S:
+            alive()
+            checked = time.monotonic()
         received = time.time()
         for fut in done:
             task = tasks.pop(fut)
@@ -287,6 +302,10 @@ def gather(
                 raise
             except BaseException as exc:
                 if not isinstance(exc, lost) or task.resubmit is None:
+                    if alive is not None:  # a dead server fails tasks too: say that instead
+                        for _ in range(3):  # its death may take a moment to be known
+                            alive()
+                            time.sleep(ALIVE_S)
                     raise task_failure(task.what, exc) from exc
                 if blame is not None and blame(fut) is False and task.spared < MAX_SPARED:
                     task.spared += 1  # it only queued with the worker that died: not charged
@@ -357,8 +376,7 @@ class PhasedRun:
             self.rundir.record(rec)
             self.progress.advance("simulations", f"sim {rec.index}")
 
-        blame = getattr(self.launcher, "died_running", None)
-        gather(futures, done, w.retries, lost_errors(self.launcher), blame)
+        gather(futures, done, w.retries, self.launcher, self.transport)
         phase.run_s = max(r.received for r in phase.records) - t0
         manifest.sort()
         return phase, manifest, [payloads[k] for k in sorted(payloads)]
@@ -398,8 +416,7 @@ class PhasedRun:
             self.rundir.record(rec)
             self.progress.advance("training", f"trainer {rec.index}, loss {outcome.loss:.3g}")
 
-        blame = getattr(launcher, "died_running", None)
-        gather(futures, done, w.retries, lost_errors(launcher), blame)
+        gather(futures, done, w.retries, launcher, self.transport)
         phase.run_s = max(r.received for r in phase.records) - t0
         return phase, sorted(outcomes, key=lambda o: o.record.index)
 

@@ -36,3 +36,32 @@ def test_bad_config_files_are_usage_errors(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(UsageError):
         load_config(path)
+
+
+@pytest.mark.parametrize(("mode", "refused"), [("phased", True), ("streaming", False)])
+def test_the_memory_check_counts_a_streaming_trainers_buffer_not_the_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, refused: bool
+) -> None:
+    import types
+
+    import psutil
+
+    from simferry.transports.base import RunContext
+    from simferry.workflow import preflight
+
+    # 3.4 GB of samples on a node with 1 GiB free: a phased trainer would hold 1.7 GB as
+    # float32; a streaming one its 64-sample buffer (0.5 GB) plus the process (0.25 GiB).
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=2**30))
+    cfg = build(
+        {"num_sims": 20, "grid_size": 1024, "mode": mode, "replay_buffer": 64},
+        {"name": "local"},
+        {"name": "shm"},
+        runs_dir=tmp_path,
+    )
+    ctx = RunContext(tmp_path / "run", "t", 20 * 10 * 2 * 1024**2 * 8)
+    monkeypatch.setattr(type(cfg.transport), "check", lambda self, ctx: None)  # /dev/shm size
+    if refused:
+        with pytest.raises(UsageError, match=r"needs about 1\.8 GiB of memory"):
+            preflight(cfg, ctx, 1)
+    else:
+        preflight(cfg, ctx, 1)

@@ -16,6 +16,14 @@ from pydantic import BaseModel, ConfigDict
 Role = Literal["sim", "train"]
 
 
+class WorkerLost(RuntimeError):
+    """The worker process running a task died (killed, out of memory): the task may be retried.
+
+    For runtimes that restart a dead worker but never complete its task (Dragon's pools);
+    the workflow retries only the launcher's ``lost_errors``, never a task that raised.
+    """
+
+
 class Launcher(Protocol):
     name: str
     #: Nodes the launcher spans (1 on a laptop).

@@ -36,8 +36,8 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from simferry.errors import Interrupted, RunFailure
-from simferry.launchers.base import LauncherConfig, Role
-from simferry.launchers.local import warm_trainer
+from simferry.launchers.base import LauncherConfig, Role, WorkerLost
+from simferry.launchers.local import tracked, warm_trainer
 from simferry.plugins import register_launcher
 from simferry.transports.exceptions import TransportUnavailableError
 
@@ -61,6 +61,11 @@ ABORT_GRACE_S = 10.0
 def in_runtime() -> bool:
     """Whether this process was started by the Dragon runtime (``dragon`` or a pool)."""
     return RUNTIME_ENV in os.environ
+
+
+def dragon_puid() -> int:
+    """This process's Dragon id: what the pools report for a worker that died."""
+    return int(os.environ[RUNTIME_ENV])
 
 
 def dragon_executable() -> Path | None:
@@ -100,11 +105,24 @@ def require_runtime(what: str) -> None:
 
 
 class DragonLauncher:
-    """A simulation pool and one single-process pool per trainer, inside the runtime."""
+    """A simulation pool and one single-process pool per trainer, inside the runtime.
+
+    Dragon restarts a pool worker that died but never completes the task it ran, and
+    cannot say which task that was: each task notes its worker's Dragon id in
+    ``<run>/.workers`` (``tracked``), so the watchdog fails exactly that task with
+    ``WorkerLost`` and the workflow retries it (``--retries``) or names it in the error.
+    """
 
     name = "dragon"
+    lost_errors = (WorkerLost,)
 
-    def __init__(self, sim_workers: int | None, num_sims: int, trainers: int | None) -> None:
+    def __init__(
+        self,
+        sim_workers: int | None,
+        num_sims: int,
+        trainers: int | None,
+        run_dir: Path | None = None,
+    ) -> None:
         from dragon.native.machine import Node, System
         from dragon.native.pool import Pool
 
@@ -133,9 +151,16 @@ class DragonLauncher:
         }
         self._pools: dict[Role, list[Any]] = {"sim": [], "train": []}
         self._pending: dict[Future[Any], Role] = {}
+        self._tasks: dict[int, Future[Any]] = {}
+        self._tokens = itertools.count()
+        #: Pools that lost a task with a dead worker: ``close`` would wait for it forever.
+        self._wounded: set[int] = set()
+        self._notes: Path | None = None
+        if run_dir is not None:
+            self._notes = Path(run_dir) / ".workers"
+            self._notes.mkdir(mode=0o700, exist_ok=True)
         self._lock = threading.Lock()
         self._next = itertools.count()
-        self._failure: str | None = None
         try:
             self._pools["sim"] = self._make["sim"]()
             self._pools["train"] = self._make["train"]()
@@ -144,7 +169,7 @@ class DragonLauncher:
         except BaseException:
             self.shutdown(cancel=True)
             raise
-        self._seen = self._exits()
+        self._seen = set(self._exits())
         self._stop = threading.Event()
         self._watch = threading.Thread(target=self._watchdog, name="dragon-watch", daemon=True)
         self._watch.start()
@@ -160,63 +185,63 @@ class DragonLauncher:
         pool = pools[(next(self._next) if index is None else index) % len(pools)]
         fut: Future[Any] = Future()
         fut.set_running_or_notify_cancel()
+        token = next(self._tokens)
         with self._lock:
-            if self._failure:
-                fut.set_exception(RunFailure(self._failure))
-                return fut
             self._pending[fut] = role
+            self._tasks[token] = fut
+        if self._notes is not None:
+            fn, args = tracked, (self._notes, token, dragon_puid, fn, *args)
         pool.apply_async(
             fn,
             args,
-            callback=lambda value: self._settle(fut, value, None),
-            error_callback=lambda exc: self._settle(fut, None, exc),
+            callback=lambda value: self._settle(token, value, None),
+            error_callback=lambda exc: self._settle(token, None, exc),
         )
         return fut
 
-    def _settle(self, fut: Future[Any], value: Any, exc: BaseException | None) -> None:
-        """Complete ``fut`` from the pool's result thread (once: the watchdog may be first)."""
+    def _settle(self, token: int, value: Any, exc: BaseException | None) -> None:
+        """Complete task ``token`` from a pool's result thread or the watchdog, once."""
         with self._lock:
-            if self._pending.pop(fut, None) is None:
+            fut = self._tasks.pop(token, None)
+            if fut is None or self._pending.pop(fut, None) is None:
                 return
         if exc is None:
             fut.set_result(value)
         else:
             fut.set_exception(exc)
 
-    def _exits(self) -> dict[int, int]:
-        """Exit codes of pool workers that ended, by Dragon process id."""
-        found: dict[int, int] = {}
+    def _exits(self) -> dict[int, tuple[int, Any]]:
+        """Exit code and pool of each pool worker that ended, by Dragon process id."""
+        found: dict[int, tuple[int, Any]] = {}
         for pool in itertools.chain(*self._pools.values()):
             with contextlib.suppress(Exception):
-                found.update(dict(pool._pg.inactive_puids))
+                found.update({p: (code, pool) for p, code in pool._pg.inactive_puids})
         return found
 
     def _watchdog(self) -> None:
-        """Fail the pending tasks when a worker dies: its task's result would never come.
+        """Fail the task of each worker that died, so the workflow can retry it.
 
-        Dragon restarts the worker but not the task, and cannot say which task it ran, so
-        the run fails with the exit code instead of waiting forever.
+        A worker killed before it wrote its note (a few microseconds after it took the
+        task) leaves a task that is never failed; the pool's restart then hides it.
         """
         while not self._stop.wait(WATCH_S):
-            with self._lock:
-                if not self._pending:
-                    continue
-            dead = {p: c for p, c in self._exits().items() if p not in self._seen}
-            if not dead:
-                continue
-            code = next(iter(dead.values()))
-            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-            why = (
-                f"A Dragon worker process died ({how}) while tasks were running; "
-                "it was killed or ran out of memory, so lower --num-sims, --grid-size or "
-                "--sim-workers."
-            )
-            with self._lock:
-                self._failure = why
-                failed, self._pending = list(self._pending), {}
-            for fut in failed:
-                fut.set_exception(RunFailure(why))
-            return
+            dead = {p: v for p, v in self._exits().items() if p not in self._seen}
+            for puid, (code, pool) in dead.items():
+                self._seen.add(puid)
+                self._wounded.add(id(pool))
+                token = self._note(puid)
+                if token is not None:
+                    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                    self._settle(token, None, WorkerLost(f"Dragon worker {puid} died ({how})"))
+
+    def _note(self, puid: int) -> int | None:
+        """The task a worker last started (``tracked``), if it noted one."""
+        if self._notes is None:
+            return None
+        try:
+            return int((self._notes / str(puid)).read_text())
+        except (OSError, ValueError):
+            return None
 
     def release(self, role: Role) -> None:
         """Stop a role's workers while it has nothing to do (phased runs, after simulating).
@@ -235,12 +260,14 @@ class DragonLauncher:
         pools = list(itertools.chain(*self._pools.values()))
         self._pools = {"sim": [], "train": []}
         self._stop_pools(pools, cancel)
+        if self._notes is not None:
+            shutil.rmtree(self._notes, ignore_errors=True)
 
-    @staticmethod
-    def _stop_pools(pools: list[Any], cancel: bool) -> None:
+    def _stop_pools(self, pools: list[Any], cancel: bool) -> None:
         for pool in pools:  # all stop together, then all are joined
             with contextlib.suppress(Exception):
-                if cancel:
+                # A pool that lost a task waits for it in ``join`` after ``close``, forever.
+                if cancel or id(pool) in self._wounded:
                     pool.terminate(patience=5)
                 else:
                     pool.close()
@@ -284,7 +311,9 @@ class DragonConfig(LauncherConfig):
 
     def start(self, num_sims: int, trainers: int | None, run_dir: Any) -> DragonLauncher:
         require_runtime("The dragon launcher")
-        return DragonLauncher(self.sim_workers, num_sims, trainers)
+        return DragonLauncher(
+            self.sim_workers, num_sims, trainers, Path(run_dir) if run_dir else None
+        )
 
 
 # --- Running simferry itself under the `dragon` executable --------------------------------

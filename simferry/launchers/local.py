@@ -88,13 +88,16 @@ def signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def tracked(notes: Path, token: int, fn: Callable[..., Any], /, *args: Any) -> Any:
-    """Run ``fn`` in a worker after noting, in a file named after this pid, which task it is.
+def tracked(
+    notes: Path, token: int, worker: Callable[[], object], fn: Callable[..., Any], /, *args: Any
+) -> Any:
+    """Run ``fn`` in a worker after noting which task it is, in a file named ``worker()``.
 
     If the worker dies, those notes tell the launcher whose task killed it, so only that
-    task is charged a retry and named when it fails.
+    task is charged a retry and named when it fails. ``worker`` names the process the way
+    the launcher's runtime reports dead ones: ``os.getpid`` here, Dragon's process id there.
     """
-    (notes / str(os.getpid())).write_text(str(token))
+    (notes / str(worker())).write_text(str(token))
     return fn(*args)
 
 
@@ -217,7 +220,7 @@ class LocalLauncher:
         if self._notes is None:
             return pool.submit(fn, *args)
         token = next(self._tokens)
-        fut = pool.submit(tracked, self._notes, token, fn, *args)
+        fut = pool.submit(tracked, self._notes, token, os.getpid, fn, *args)
         fut.simferry_pool = pool  # type: ignore[attr-defined]
         self._futures[token] = (role, fut)
         fut.add_done_callback(functools.partial(self._forget, token))

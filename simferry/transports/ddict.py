@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -52,6 +54,8 @@ ALLOWANCE_BYTES = 16 * MIB
 #: Seconds any one DDict operation may take before it is an error, not a hang. A manager
 #: whose pool has no block left for a value waits this long instead of refusing it.
 TIMEOUT_S = 60.0
+#: Seconds ``destroy`` may take; it waits forever for a manager that died.
+DESTROY_S = 30.0
 
 
 def manager_bytes(data_bytes: int, managers: int) -> int:
@@ -105,13 +109,20 @@ class DDictTransport:
 
     kind = "ddict"
 
-    def __init__(self, dd: Any, managers: int, batch: bool, owner: bool = False) -> None:
+    def __init__(
+        self, dd: Any, managers: int, batch: bool, owner: bool = False, home: Path | None = None
+    ) -> None:
         self._dd = dd
         self.managers = managers
         self.batch = batch
         self.owner = owner
         self._handles: dict[int, Any] = {}
         self._closed = False
+        #: The owner's DDict processes, parents first: orchestrator, its group, managers.
+        self._processes = processes(dd) if owner else []
+        self._dead: str | None = None
+        #: Where the orchestrator keeps its state file (``create``), removed if it is killed.
+        self._home = home
 
     def _handle(self, key: Key) -> Any:
         """The client directed at ``key``'s manager (one attachment per manager, reused)."""
@@ -174,8 +185,26 @@ class DDictTransport:
         with translated("the statistics"):
             return list(self._dd.stats)
 
+    def check_alive(self) -> None:
+        """Fail the run at once when a DDict process died (the workflow asks every second).
+
+        Its samples are gone, and clients waiting on it would hang for ``TIMEOUT_S``.
+        """
+        if self._dead is None:
+            self._dead = dead_process(self._processes)
+        if self._dead is not None:
+            raise TransportError(
+                f"A DDict process died ({self._dead}) and the samples it held are lost; "
+                "the run stops. Check the node's memory (an out-of-memory kill) and run again."
+            )
+
     def close(self) -> None:
-        """Detach; the owner also destroys the dictionary, freeing every manager's pool."""
+        """Detach; the owner also destroys the dictionary, freeing every manager's pool.
+
+        ``destroy`` waits forever for a manager that died: then, or when it takes longer
+        than ``DESTROY_S``, the DDict's processes are killed instead (managers first: a
+        process group killed before its members takes the whole runtime down).
+        """
         if self._closed:
             return
         self._closed = True
@@ -183,11 +212,23 @@ class DDictTransport:
             with contextlib.suppress(Exception):
                 handle.detach()
         self._handles = {}
-        with contextlib.suppress(Exception):
-            if self.owner:
-                self._dd.destroy()
-            else:
+        if not self.owner:
+            with contextlib.suppress(Exception):
                 self._dd.detach()
+            return
+        if self._dead is None and dead_process(self._processes) is None:
+            destroyer = threading.Thread(target=self._destroy, name="ddict-destroy", daemon=True)
+            destroyer.start()
+            destroyer.join(DESTROY_S)
+            if not destroyer.is_alive():
+                return
+        kill_processes(self._processes)
+        for orphan in self._home.glob("ddict_orc_*") if self._home else ():
+            orphan.unlink(missing_ok=True)
+
+    def _destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            self._dd.destroy()
 
     def config(self) -> DDictSpec:
         return DDictSpec(descriptor=self._dd.serialize(), managers=self.managers, batch=self.batch)
@@ -256,6 +297,45 @@ class DDictSpec(ClientSpec):
         with translated("attaching to the dictionary"):
             dd = DDict.attach(self.descriptor, timeout=TIMEOUT_S)
         return DDictTransport(dd, self.managers, self.batch)
+
+
+def processes(dd: Any) -> list[int]:
+    """Dragon ids of a DDict's orchestrator and everything it started, parents first."""
+    from dragon.globalservices import process as gs
+
+    orc = getattr(getattr(dd, "_orc_proc", None), "puid", None)
+    found = [orc] if orc is not None else []
+    with contextlib.suppress(Exception):
+        for puid in found:  # grows while it is walked: breadth first
+            found.extend(sorted(gs.query(puid).live_children))
+    return found
+
+
+def dead_process(puids: Sequence[int]) -> str | None:
+    """How the first process of ``puids`` that ended did (e.g. "killed by signal 9")."""
+    from dragon.globalservices import process as gs
+    from dragon.infrastructure.process_desc import ProcessDescriptor
+
+    for puid in puids:
+        with contextlib.suppress(Exception):
+            desc = gs.query(puid)
+            if desc.state == ProcessDescriptor.State.DEAD:
+                code = desc.ecode
+                how = f"killed by signal {-code}" if code and code < 0 else f"exit code {code}"
+                return f"Dragon process {puid}, {how}"
+    return None
+
+
+def kill_processes(puids: Sequence[int]) -> None:
+    """SIGKILL ``puids`` children first and wait for them."""
+    from dragon.globalservices import process as gs
+
+    for puid in reversed(puids):
+        with contextlib.suppress(Exception):
+            gs.kill(puid, signal.SIGKILL)
+    for puid in reversed(puids):
+        with contextlib.suppress(Exception):
+            gs.join(puid, timeout=10)
 
 
 def create(managers_per_node: int, nodes: int, total_bytes: int, run_dir: Path) -> Any:
@@ -330,4 +410,4 @@ class DDictConfig(TransportConfig):
         require_runtime("The ddict transport")
         dd = create(self.ddict_managers_per_node, ctx.nodes, self.total_bytes(ctx), ctx.run_dir)
         managers = self.ddict_managers_per_node * ctx.nodes
-        return DDictTransport(dd, managers, self.ddict_batch, owner=True)
+        return DDictTransport(dd, managers, self.ddict_batch, owner=True, home=ctx.run_dir)

@@ -132,7 +132,8 @@ def test_compare_with_the_local_launcher_includes_the_dragon_ddict_row(tmp_path:
     ("fault", "message"),
     [
         ("raise-sim:1:2", "Simulation 1 failed: injected failure raise-sim:1:2"),
-        ("kill-sim:1:2", "A Dragon worker process died (killed by signal 9)"),
+        # Killed on every attempt: retried once (the default), then named.
+        ("kill-sim:1:2", "Simulation 1 failed after 2 attempt(s): a worker process died"),
     ],
 )
 def test_a_failing_simulation_stops_everything(tmp_path: Path, fault: str, message: str) -> None:
@@ -143,6 +144,83 @@ def test_a_failing_simulation_stops_everything(tmp_path: Path, fault: str, messa
     assert len(lines) == 1 and lines[0].startswith(f"simferry: error: {message}"), err
     s = summary(only_run_dir(tmp_path / "runs"))
     assert s["status"] == "failed" and message in s["error"]
+
+
+@pytest.mark.integration
+@needs_dragon
+def test_killed_workers_are_retried_and_nothing_is_lost(tmp_path: Path) -> None:
+    # SIGKILL once a simulation worker (after step 2 of simulation 1) and once the trainer
+    # (after its 17th sample), as the OOM killer would; Dragon restarts both processes.
+    once = tmp_path / "fired"
+    once.mkdir()
+    fault = f"kill-sim:1:2@{once / 'sim'},kill-train:0:17@{once / 'train'}"
+    args = ["run", "--launcher", "dragon", "--transport", "ddict", *SMALL]
+    code, out, err = run_cli(*args, cwd=tmp_path, env={"SIMFERRY_FAULT": fault})
+    assert code == 0, err
+    assert sorted(p.name for p in once.iterdir()) == ["sim", "train"], "a fault never fired"
+    assert "40 samples verified by each of 1 trainer(s)" in out
+    run = only_run_dir(tmp_path / "runs")
+    s = summary(run)
+    assert s["status"] == "ok" and s["verified_samples"] == {"0": 40}
+    assert sorted(s["retried_tasks"]) == ["sim 1", "train 0"]
+    assert not (run / ".workers").exists(), "the task notes are removed with the run"
+
+
+@pytest.mark.integration
+@needs_dragon
+def test_sweep_over_the_dragon_launcher_typed_in_a_plain_shell(tmp_path: Path) -> None:
+    args = ["sweep", "--launchers", "dragon", "--transports", "ddict", "--repeat", "2"]
+    code, out, err = run_cli(*args, *SMALL, "--out", "sw", cwd=tmp_path)
+    assert code == 0, err
+    assert "| DragonHPC + DDict | 1 |" in out and "| 2 |" in out, out
+    runs = [p for p in (tmp_path / "sw").iterdir() if (p / "summary.json").exists()]
+    assert len(runs) == 2 and all(summary(r)["status"] == "ok" for r in runs)
+    assert all(summary(r)["launcher_startup_s"] > 0.5 for r in runs), "runtime boot is start-up"
+
+
+def ddict_managers(sid: int) -> list[int]:
+    """Pids of the DDict managers in session ``sid``: each maps its own pool, and only it.
+
+    (Clients map every manager's pool; the orchestrator none.)
+    """
+    found = []
+    for proc in session_processes(sid):
+        with contextlib.suppress(OSError):
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+            if len(set(re.findall(r"/dev/shm/(DDD\S+)D$", maps, re.M))) == 1:
+                found.append(proc.pid)
+    return found
+
+
+@pytest.mark.integration
+@needs_dragon
+def test_a_killed_ddict_manager_fails_the_run_cleanly(tmp_path: Path) -> None:
+    args = ["run", "--launcher", "dragon", "--transport", "ddict", "--num-sims", "2"]
+    proc = start_cli(*args, "--grid-size", "16", "--step-seconds", "1", "--quiet", cwd=tmp_path)
+    watch = ShmWatch(proc.pid)
+    try:
+        deadline = time.monotonic() + 180
+        while not list((tmp_path / "runs").glob("*/environment.json")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the Dragon run never started"
+            time.sleep(0.2)
+        managers = ddict_managers(proc.pid)
+        assert len(managers) == 2, "expected the default two managers on one node"
+        os.kill(managers[0], signal.SIGKILL)  # as the out-of-memory killer would
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        # Found by the workflow's check, not by a put's 60 s DDict timeout.
+        assert time.monotonic() - killed < 45, "the dead manager was not noticed"
+    finally:
+        kill_session(proc.pid)
+        seen = watch.stop()
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("simferry: error: A DDict process died ("), err
+    assert "killed by signal 9" in lines[0] and "samples it held are lost" in lines[0]
+    s = summary(only_run_dir(tmp_path / "runs"))
+    assert s["status"] == "failed" and "A DDict process died" in s["error"]
+    assert_nothing_left(proc.pid, seen, tmp_path)
 
 
 @pytest.mark.integration
