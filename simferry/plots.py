@@ -138,7 +138,7 @@ def io_distribution(labelled: list[tuple[str, Group]], path: Path) -> Path:
             or [math.nan]
             for _, g in labelled
         ]
-        ax.boxplot(data, vert=False, tick_labels=names, showmeans=True)
+        ax.boxplot(data, orientation="horizontal", tick_labels=names, showmeans=True)
         flat = [v for d in data for v in d if v > 0]
         if flat and max(flat) / min(flat) > 20:
             ax.set_xscale("log")

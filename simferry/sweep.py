@@ -332,6 +332,7 @@ class Sweep:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from simferry.launchers.dragon import execute_under_dragon, needs_runtime
     from simferry.report import write_report
     from simferry.workflow import execute
 
@@ -366,7 +367,11 @@ def run_sweep(args: argparse.Namespace) -> int:
                 t0 = time.perf_counter()
                 before = set(out.iterdir())
                 try:
-                    run_dir = execute(cfg, progress, parent=out)
+                    if needs_runtime(cfg):  # a plain shell: this run goes under `dragon`,
+                        # quiet, as its progress display would fight the sweep's
+                        run_dir = execute_under_dragon(cfg, None, parent=out)
+                    else:
+                        run_dir = execute(cfg, progress, parent=out)
                 except Interrupted:
                     raise
                 except SimferryError as exc:
