@@ -438,8 +438,9 @@ def _supervise(proc: subprocess.Popen[str], signals: list[int]) -> str:
         if signals and not first_signal:
             first_signal = time.monotonic()
         if head is not None and len(signals) > forwarded:
-            with contextlib.suppress(Exception):
-                head.send_signal(signal.SIGINT)
+            for signum in signals[forwarded:]:  # as received: SIGTERM must exit 143
+                with contextlib.suppress(Exception):
+                    head.send_signal(signum)
             forwarded = len(signals)
         elif head is None and (
             time.monotonic() - t0 > start_timeout()

@@ -225,7 +225,8 @@ def test_a_killed_ddict_manager_fails_the_run_cleanly(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 @needs_dragon
-def test_ctrl_c_stops_the_run_and_the_runtime(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_the_run_and_the_runtime(tmp_path: Path, signum: int) -> None:
     args = ["run", "--launcher", "dragon", "--transport", "ddict", "--num-sims", "2"]
     proc = start_cli(*args, "--grid-size", "16", "--step-seconds", "3", "--quiet", cwd=tmp_path)
     watch = ShmWatch(proc.pid)
@@ -237,14 +238,15 @@ def test_ctrl_c_stops_the_run_and_the_runtime(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the Dragon run never started"
             time.sleep(0.2)
         time.sleep(2)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+        os.killpg(proc.pid, signum)  # what a terminal sends on Ctrl-C, or a batch system
         _, err = proc.communicate(timeout=120)
     finally:
         kill_session(proc.pid)
         seen = watch.stop()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signum, err
     assert err.strip().splitlines()[-1] == (
-        "simferry: Interrupted by SIGINT; workers stopped and temporary data removed."
+        f"simferry: Interrupted by {signal.Signals(signum).name}; workers stopped and "
+        "temporary data removed."
     )
     assert summary(only_run_dir(tmp_path / "runs"))["status"] == "interrupted"
     assert_nothing_left(proc.pid, seen, tmp_path)
