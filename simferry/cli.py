@@ -219,10 +219,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for k in vars(args)
         if k not in {"command", "func", "quiet", "transports", "launcher", "runs_dir"}
         and not any(
-            k in c.workload.model_fields
-            or k in c.launcher.model_fields
-            or k in c.transport.model_fields
+            k in type(part).model_fields
             for c in configs
+            for part in (c.workload, c.launcher, c.transport)
         )
     }
     if leftovers:

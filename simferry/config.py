@@ -32,7 +32,11 @@ class WorkloadConfig(BaseModel):
     num_sims: int = Field(8, ge=1, le=MAX_SIMS, description="number of simulations")
     grid_size: int = Field(256, ge=2, le=MAX_GRID, description="grid points per side")
     step_seconds: float = Field(
-        0.5, ge=0, le=3600, description="sleep per simulation step, standing for real compute"
+        0.5,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="sleep per simulation step, standing for real compute",
     )
     trainers: int | None = Field(
         None, ge=1, le=1024, description="trainer processes (default: one per GPU, 1 on CPU)"

@@ -40,7 +40,7 @@ CASES: list[tuple[list[str], str]] = [
     (["run", "--grid-size", "inf"], "grid-size"),
     (["run", "--grid-size", "99999999"], "grid-size"),
     (["run", "--step-seconds", "-1"], "step-seconds"),
-    (["run", "--step-seconds", "nan"], "step-seconds"),
+    (["run", "--step-seconds", "nan"], "step-seconds: Input should be a finite number"),
     (["run", "--step-seconds", "inf"], "step-seconds"),
     (["run", "--step-seconds", "1e400"], "step-seconds"),
     (["run", "--step-seconds", "3601"], "step-seconds"),
@@ -54,7 +54,7 @@ CASES: list[tuple[list[str], str]] = [
     (["run", "--sim-workers", "0"], "sim-workers"),
     (["run", "--sim-workers", "100000"], "sim-workers"),
     # sizes that do not fit this machine, found from the computed data size
-    (["run", "--num-sims", "100000", "--grid-size", "4096"], "GiB"),
+    (["run", "--num-sims", "100000", "--grid-size", "4096"], "The data directory would go in"),
     (["run", "--trainers", "1000", "--num-sims", "1", "--grid-size", "16"], "GiB of memory"),
     (["run", "--transport", "futures", "--num-sims", "5000", "--grid-size", "1024"], "memory"),
     (["run", "--transport", "shm", "--num-sims", "2000", "--grid-size", "2048"], "Shared memory"),

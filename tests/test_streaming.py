@@ -220,6 +220,24 @@ def test_streaming_run_ddict_on_dragon(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", ["futures", "filesystem"])
+def test_streaming_run_on_parsl(tmp_path: Path, transport: str) -> None:
+    """Parsl's HTEX pools: trainers subscribe while its simulation tasks publish."""
+    from simferry.launchers.parsl import ParslConfig
+
+    reason = ParslConfig().unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    simferry(
+        "run", "--launcher", "parsl", "--transport", transport, *STREAM, "--trainers", "2",
+        cwd=tmp_path, check=True, timeout=600,
+    )  # fmt: skip
+    run = only_run_dir(tmp_path / "runs")
+    check_streaming_run(run, 2)
+    assert summary(run)["launcher"] == "parsl"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("transport", ["futures", "filesystem"])
 def test_streaming_survives_killed_workers(
     tmp_path: Path, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -234,8 +234,14 @@ def check_space(directory: Path, needed: int, what: str, hint: str) -> None:
         raise UsageError(f"{what} {directory} is not writable by you; choose another directory.")
     free = shutil.disk_usage(probe).free
     if needed > free:
+        # Name what exists: the run's own directory is not made before the check.
+        where = (
+            f"{directory} has"
+            if probe == directory
+            else f"would go in {probe.resolve()}, which has"
+        )
         raise UsageError(
-            f"{what} {directory} has {gib(free)} free but this run writes {gib(needed)}; {hint}"
+            f"{what} {where} {gib(free)} free but this run writes {gib(needed)}; {hint}"
         )
 
 

@@ -178,6 +178,15 @@ def test_sweep_over_the_dragon_launcher_typed_in_a_plain_shell(tmp_path: Path) -
     assert all(summary(r)["launcher_startup_s"] > 0.5 for r in runs), "runtime boot is start-up"
 
 
+def wait_until_started(proc: subprocess.Popen[str], runs: Path) -> None:
+    """Return once the run's pools are up and simulations start (environment.json)."""
+    deadline = time.monotonic() + 180
+    while not list(runs.glob("*/environment.json")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the Dragon run never started"
+        time.sleep(0.2)
+
+
 def ddict_managers(sid: int) -> list[int]:
     """Pids of the DDict managers in session ``sid``: each maps its own pool, and only it.
 
@@ -199,11 +208,7 @@ def test_a_killed_ddict_manager_fails_the_run_cleanly(tmp_path: Path) -> None:
     proc = start_cli(*args, "--grid-size", "16", "--step-seconds", "1", "--quiet", cwd=tmp_path)
     watch = ShmWatch(proc.pid)
     try:
-        deadline = time.monotonic() + 180
-        while not list((tmp_path / "runs").glob("*/environment.json")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the Dragon run never started"
-            time.sleep(0.2)
+        wait_until_started(proc, tmp_path / "runs")
         managers = ddict_managers(proc.pid)
         assert len(managers) == 2, "expected the default two managers on one node"
         os.kill(managers[0], signal.SIGKILL)  # as the out-of-memory killer would
@@ -231,12 +236,7 @@ def test_ctrl_c_or_sigterm_stops_the_run_and_the_runtime(tmp_path: Path, signum:
     proc = start_cli(*args, "--grid-size", "16", "--step-seconds", "3", "--quiet", cwd=tmp_path)
     watch = ShmWatch(proc.pid)
     try:
-        # environment.json is written once the pools are up and simulations start.
-        deadline = time.monotonic() + 180
-        while not list((tmp_path / "runs").glob("*/environment.json")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the Dragon run never started"
-            time.sleep(0.2)
+        wait_until_started(proc, tmp_path / "runs")
         time.sleep(2)
         os.killpg(proc.pid, signum)  # what a terminal sends on Ctrl-C, or a batch system
         _, err = proc.communicate(timeout=120)
