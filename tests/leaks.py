@@ -27,6 +27,23 @@ def shm_entries(owner: int | None = None) -> set[str]:
     return {p.name for p in SHM.glob(f"simferry-*-{owner or os.getpid()}")}
 
 
+def is_resource_tracker(proc: psutil.Process) -> bool:
+    """Python's one-per-process multiprocessing helper (started by spawned trainers).
+
+    It starts with the first spawned process of the test session and lives as long as it:
+    not a run's leftover.
+    """
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def our_children() -> list[psutil.Process]:
+    """This process's descendants that a run may leave behind (not the resource tracker)."""
+    return [c for c in psutil.Process().children(recursive=True) if not is_resource_tracker(c)]
+
+
 def session_processes(sid: int) -> list[psutil.Process]:
     """Live processes of session ``sid`` (a CLI started with ``start_new_session``)."""
     found = []

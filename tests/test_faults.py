@@ -36,6 +36,7 @@ from .helpers import only_run_dir
 from .leaks import (
     kill_session,
     local_transports,
+    our_children,
     shm_entries,
     start_cli,
     wait_gone,
@@ -53,7 +54,7 @@ def run(tmp_path: Path, transport: str, **workload: object) -> Path:
 
 
 def children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    return {p.pid for p in our_children()}
 
 
 @pytest.fixture

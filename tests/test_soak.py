@@ -20,7 +20,7 @@ from simferry.config import build
 from simferry.records import read_summary
 from simferry.workflow import execute
 
-from .leaks import shm_entries
+from .leaks import our_children, shm_entries
 
 pytestmark = pytest.mark.integration
 
@@ -40,18 +40,10 @@ def transports() -> list[str]:
     return names
 
 
-def is_resource_tracker(proc: psutil.Process) -> bool:
-    """Python's one-per-process multiprocessing helper (started by spawned trainers)."""
-    try:
-        return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
-
-
 def usage() -> dict[str, int]:
     gc.collect()
     me = psutil.Process()
-    children = [c for c in me.children(recursive=True) if not is_resource_tracker(c)]
+    children = our_children()
     return {
         "fds": me.num_fds(),
         "threads": me.num_threads(),

@@ -104,6 +104,7 @@ def tracked(
 def kill_pool(pool: ProcessPoolExecutor) -> None:
     """Stop a pool whose tasks may still run (``shutdown`` alone waits for them)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    results = getattr(pool, "_result_queue", None)  # ``shutdown`` drops the reference
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in processes:
         if proc.is_alive():
@@ -113,6 +114,12 @@ def kill_pool(pool: ProcessPoolExecutor) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join(timeout=5)
+    # A worker killed while sending its result (a pass-by-value payload) leaves half a
+    # message in the result pipe: the pool's manager thread then waits for the rest
+    # forever, and so does interpreter exit, which joins that thread. Closing this
+    # process's write end turns the wait into EOF once no worker holds the pipe.
+    with contextlib.suppress(Exception):
+        results._writer.close()  # type: ignore[union-attr]
 
 
 class LocalLauncher:
