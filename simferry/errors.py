@@ -25,8 +25,13 @@ class RunFailure(SimferryError):
     exit_code = 1
 
 
-class Interrupted(SimferryError):
-    """Ctrl-C or SIGTERM: raised so cleanup runs on the same path as any failure."""
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM: raised so cleanup runs on the same path as any failure.
+
+    Not an ``Exception``, like ``KeyboardInterrupt``: raised by a signal handler in the
+    middle of whatever runs, it must not be swallowed by an ``except Exception`` there
+    (Dragon's calls, ``contextlib.suppress(Exception)``).
+    """
 
     def __init__(self, signum: int) -> None:
         import signal

@@ -157,7 +157,10 @@ class SignalGuard:
         if self.deferring and self.pending is None:
             self.pending = signum
             return
+        self.received = signum  # kept in case a bare ``except:`` swallows the exception
         raise Interrupted(signum)
+
+    received: int | None = None
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -178,13 +181,25 @@ class SignalGuard:
 @contextlib.contextmanager
 def signals_as_exceptions() -> Iterator[SignalGuard]:
     """Turn SIGTERM (and Ctrl-C) into ``Interrupted`` so cleanup takes the failure path."""
+    global _guard
     guard = SignalGuard()
     previous = {s: signal.signal(s, guard) for s in (signal.SIGINT, signal.SIGTERM)}
+    _guard = guard
     try:
         yield guard
     finally:
+        _guard = None
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+_guard: SignalGuard | None = None
+
+
+def raise_if_interrupted() -> None:
+    """Raise the ``Interrupted`` a signal raised inside code that swallowed it, if any."""
+    if _guard is not None and _guard.received is not None:
+        raise Interrupted(_guard.received)
 
 
 @contextlib.contextmanager
@@ -291,7 +306,8 @@ def gather(
         timeout = ALIVE_S if alive is not None else None
         done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
         if alive is not None and time.monotonic() - checked >= ALIVE_S:
-            alive()
+            alive()  # runtime calls (Dragon's) may swallow a Ctrl-C that lands in them
+            raise_if_interrupted()
             checked = time.monotonic()
         received = time.time()
         for fut in done:
@@ -305,6 +321,7 @@ def gather(
                     if alive is not None:  # a dead server fails tasks too: say that instead
                         for _ in range(3):  # its death may take a moment to be known
                             alive()
+                            raise_if_interrupted()
                             time.sleep(ALIVE_S)
                     raise task_failure(task.what, exc) from exc
                 if blame is not None and blame(fut) is False and task.spared < MAX_SPARED:

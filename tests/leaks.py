@@ -27,21 +27,24 @@ def shm_entries(owner: int | None = None) -> set[str]:
     return {p.name for p in SHM.glob(f"simferry-*-{owner or os.getpid()}")}
 
 
-def is_resource_tracker(proc: psutil.Process) -> bool:
-    """Python's one-per-process multiprocessing helper (started by spawned trainers).
+def is_multiprocessing_helper(proc: psutil.Process) -> bool:
+    """Python's one-per-process multiprocessing servers: the resource tracker, the forkserver.
 
-    It starts with the first spawned process of the test session and lives as long as it:
-    not a run's leftover.
+    The first run in a process that ran torch starts them (its trainers come from the
+    forkserver) and they live as long as that process: not a run's leftover.
     """
     try:
-        return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
+        line = " ".join(proc.cmdline())
     except psutil.Error:
         return False
+    return "multiprocessing.resource_tracker" in line or "multiprocessing.forkserver" in line
 
 
 def our_children() -> list[psutil.Process]:
-    """This process's descendants that a run may leave behind (not the resource tracker)."""
-    return [c for c in psutil.Process().children(recursive=True) if not is_resource_tracker(c)]
+    """This process's descendants that a run may leave behind (not multiprocessing's own)."""
+    return [
+        c for c in psutil.Process().children(recursive=True) if not is_multiprocessing_helper(c)
+    ]
 
 
 def session_processes(sid: int) -> list[psutil.Process]:

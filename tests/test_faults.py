@@ -168,13 +168,8 @@ SLOW = pytest.mark.skipif(
 
 
 @SLOW
-@pytest.mark.parametrize(
-    ("launcher", "transport", "outcome"),
-    [("parsl", "filesystem", "recovered"), ("dragon", "ddict", "clean failure")],
-)
-def test_killed_worker_under_other_launchers(
-    tmp_path: Path, launcher: str, transport: str, outcome: str
-) -> None:
+@pytest.mark.parametrize(("launcher", "transport"), [("parsl", "filesystem"), ("dragon", "ddict")])
+def test_killed_worker_under_other_launchers(tmp_path: Path, launcher: str, transport: str) -> None:
     reason = plugins.launchers()[launcher](name=launcher).unavailable_reason()
     if reason:
         pytest.skip(reason)
@@ -191,14 +186,8 @@ def test_killed_worker_under_other_launchers(
     finally:
         kill_session(proc.pid)
     s = read_summary(only_run_dir(tmp_path / "runs"))
-    if outcome == "recovered":
-        assert proc.returncode == 0 and s["status"] == "ok", err
-        assert s["verified_samples"] == {"0": 40} and "sim 1" in s["retried_tasks"]
-    else:
-        assert proc.returncode == 1 and s["status"] == "failed"
-        # `dragon` lists /dev/shm files that appeared during the run, a concurrent run's too.
-        lines = [x for x in err.strip().splitlines() if not x.startswith("dragon: left in")]
-        assert len(lines) == 1 and "died" in lines[0] and "Traceback" not in err, err
+    assert proc.returncode == 0 and s["status"] == "ok", err
+    assert s["verified_samples"] == {"0": 40} and "sim 1" in s["retried_tasks"]
 
 
 # --- a writer killed in the middle of a write: readers see the old array or the new one

@@ -52,24 +52,40 @@ def warm_trainer(trainers_here: int) -> int:
     return os.getpid()
 
 
+def trainer_forkserver() -> Any:
+    """A forkserver context whose server imports torch once, for hosts that ran torch."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["simferry.workload.training"])
+    return ctx
+
+
 PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def worker_init(parent: int, tie_to_parent: bool) -> None:
+def worker_init(
+    parent: int | None, tie_to_parent: bool, environ: dict[str, str] | None = None
+) -> None:
     """Pool initializer: only the main process handles Ctrl-C and SIGTERM.
 
     A terminal sends SIGINT to the whole process group; workers ignore it and the main
     process stops them. SIGTERM gets its default action back (a forked worker inherits the
     main process's handler), so ``kill_pool``'s terminate ends a worker instead of raising
-    inside its task. Workers also die with the main process even when it is SIGKILLed.
+    inside its task. Workers also die with the main process even when it is SIGKILLed
+    (``parent``: its pid; ``None`` for a forkserver's children, which die with the
+    forkserver, which exits with the main process). A forkserver's children start with
+    the environment the server started with: ``environ`` is the main process's now
+    (``CUDA_VISIBLE_DEVICES`` and the like, read when a trainer first uses them).
     """
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if tie_to_parent and sys.platform == "linux":
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before prctl took effect
+        if parent is not None and os.getppid() != parent:  # it died before prctl took effect
             os._exit(1)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
@@ -146,10 +162,11 @@ class LocalLauncher:
         # fork: workers start in milliseconds and the simferry command never imports
         # torch, so no CUDA or OpenMP state is inherited. A host process that already ran
         # torch (a test session, a notebook) would hand forked trainers a dead OpenMP
-        # thread pool, and they hang in their first convolution: those get fresh
-        # interpreters instead (the warm-up hides the extra start-up behind simulations).
+        # thread pool, and they hang in their first convolution: those are forked from a
+        # forkserver instead, which imported torch but never ran it (a spawned interpreter
+        # per trainer took ~2 s more per run, measured in the soak test).
         self._ctx = multiprocessing.get_context("fork")
-        self._train_ctx = multiprocessing.get_context("spawn" if "torch" in sys.modules else "fork")
+        self._train_ctx = self._ctx if "torch" not in sys.modules else trainer_forkserver()
         self._pools: dict[Role, ProcessPoolExecutor] = {}
         self._warm: list[Future[int]] = []
         for role in ("sim", "train"):
@@ -162,9 +179,9 @@ class LocalLauncher:
         main = threading.current_thread() is threading.main_thread()
         with signals_blocked():
             ctx = self._ctx if role == "sim" else self._train_ctx
-            pool = ProcessPoolExecutor(
-                size, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(), main)
-            )
+            served = ctx.get_start_method() == "forkserver"
+            init = (None, True, dict(os.environ)) if served else (os.getpid(), main, None)
+            pool = ProcessPoolExecutor(size, mp_context=ctx, initializer=worker_init, initargs=init)
             # Held before any worker exists, so an interrupted start-up still stops them.
             self._pools[role] = pool
             # Start every worker now (fork starts them all on the first submit), before

@@ -187,18 +187,24 @@ def wait_until_started(proc: subprocess.Popen[str], runs: Path) -> None:
         time.sleep(0.2)
 
 
-def ddict_managers(sid: int) -> list[int]:
+def ddict_managers(sid: int, clients: int) -> list[int]:
     """Pids of the DDict managers in session ``sid``: each maps its own pool, and only it.
 
-    (Clients map every manager's pool; the orchestrator none.)
+    Clients attach to a manager's pool on first use, so the pools are told apart only once
+    ``clients`` processes map every pool (the orchestrator maps none).
     """
-    found = []
-    for proc in session_processes(sid):
-        with contextlib.suppress(OSError):
-            maps = Path(f"/proc/{proc.pid}/maps").read_text()
-            if len(set(re.findall(r"/dev/shm/(DDD\S+)D$", maps, re.M))) == 1:
-                found.append(proc.pid)
-    return found
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pools: dict[int, set[str]] = {}
+        for proc in session_processes(sid):
+            with contextlib.suppress(OSError):
+                maps = Path(f"/proc/{proc.pid}/maps").read_text()
+                pools[proc.pid] = set(re.findall(r"/dev/shm/(DDD\S+)D$", maps, re.M))
+        every = set().union(*pools.values()) if pools else set()
+        if len(every) > 1 and sum(p == every for p in pools.values()) >= clients:
+            return [pid for pid, p in pools.items() if len(p) == 1]
+        time.sleep(0.2)
+    raise AssertionError("the DDict managers were never told apart from their clients")
 
 
 @pytest.mark.integration
@@ -209,7 +215,7 @@ def test_a_killed_ddict_manager_fails_the_run_cleanly(tmp_path: Path) -> None:
     watch = ShmWatch(proc.pid)
     try:
         wait_until_started(proc, tmp_path / "runs")
-        managers = ddict_managers(proc.pid)
+        managers = ddict_managers(proc.pid, clients=2)  # both simulation workers
         assert len(managers) == 2, "expected the default two managers on one node"
         os.kill(managers[0], signal.SIGKILL)  # as the out-of-memory killer would
         killed = time.monotonic()
