@@ -53,6 +53,7 @@ from simferry.workflow import (
     gather,
     lost_errors,
     mean_io,
+    retries_summary,
     save_weights,
     stamped,
     task_failure,
@@ -120,6 +121,7 @@ class StreamingRun:
             "replay_buffer": w.replay_buffer,
             "trainer_warmup_s": warm_s,
             **stream_measures(t0, sims.records, train.records),
+            **retries_summary(sims.records + train.records, self.launcher),
         }
 
     def warm_trainers(self) -> float:

@@ -463,11 +463,16 @@ class PhasedRun:
             "samples_expected": expected,
             "verified_samples": {str(o.record.index): o.verified for o in outcomes},
             "losses": {str(o.record.index): o.loss for o in outcomes},
-            "retried_tasks": [
-                f"{r.kind} {r.index}" for r in sims.records + train.records if r.attempt > 1
-            ],
-            "worker_restarts": getattr(self.launcher, "restarts", 0),
+            **retries_summary(sims.records + train.records, self.launcher),
         }
+
+
+def retries_summary(records: list[TaskRecord], launcher: Launcher) -> dict[str, Any]:
+    """Which tasks needed more than one attempt, and how many pools were rebuilt for it."""
+    return {
+        "retried_tasks": [f"{r.kind} {r.index}" for r in records if r.attempt > 1],
+        "worker_restarts": getattr(launcher, "restarts", 0),
+    }
 
 
 def wait_for_trainers(launcher: Launcher) -> float:

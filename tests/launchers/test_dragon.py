@@ -148,13 +148,16 @@ def test_a_failing_simulation_stops_everything(tmp_path: Path, fault: str, messa
 
 @pytest.mark.integration
 @needs_dragon
-def test_killed_workers_are_retried_and_nothing_is_lost(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["phased", "streaming"])
+def test_killed_workers_are_retried_and_nothing_is_lost(tmp_path: Path, mode: str) -> None:
     # SIGKILL once a simulation worker (after step 2 of simulation 1) and once the trainer
     # (after its 17th sample), as the OOM killer would; Dragon restarts both processes.
+    # Streaming: the retried simulation publishes again, the retried trainer starts over,
+    # and the run checks that each sample was still trained on exactly once.
     once = tmp_path / "fired"
     once.mkdir()
     fault = f"kill-sim:1:2@{once / 'sim'},kill-train:0:17@{once / 'train'}"
-    args = ["run", "--launcher", "dragon", "--transport", "ddict", *SMALL]
+    args = ["run", "--launcher", "dragon", "--transport", "ddict", "--mode", mode, *SMALL]
     code, out, err = run_cli(*args, cwd=tmp_path, env={"SIMFERRY_FAULT": fault})
     assert code == 0, err
     assert sorted(p.name for p in once.iterdir()) == ["sim", "train"], "a fault never fired"
