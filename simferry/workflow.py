@@ -152,15 +152,15 @@ class SignalGuard:
     def __init__(self) -> None:
         self.deferring = False
         self.pending: int | None = None
+        #: The signal raised last, in case a bare ``except:`` swallowed the exception.
+        self.received: int | None = None
 
     def __call__(self, signum: int, _frame: Any) -> None:
         if self.deferring and self.pending is None:
             self.pending = signum
             return
-        self.received = signum  # kept in case a bare ``except:`` swallows the exception
+        self.received = signum
         raise Interrupted(signum)
-
-    received: int | None = None
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -298,16 +298,21 @@ def gather(
     """
     lost = lost_errors(launcher)
     blame: Callable[[Future[Any]], bool | None] | None = getattr(launcher, "died_running", None)
-    alive: Callable[[], None] | None = getattr(transport, "check_alive", None)
+    check_alive: Callable[[], None] | None = getattr(transport, "check_alive", None)
+
+    def alive() -> None:
+        assert check_alive is not None
+        check_alive()
+        raise_if_interrupted()  # runtime calls (Dragon's) may swallow a Ctrl-C landing there
+
     tasks = {f: t if isinstance(t, Task) else Task(t[0], None, t[1]) for f, t in futures.items()}
     pending = set(tasks)
     checked = time.monotonic()
     while pending:
-        timeout = ALIVE_S if alive is not None else None
+        timeout = ALIVE_S if check_alive is not None else None
         done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-        if alive is not None and time.monotonic() - checked >= ALIVE_S:
-            alive()  # runtime calls (Dragon's) may swallow a Ctrl-C that lands in them
-            raise_if_interrupted()
+        if check_alive is not None and time.monotonic() - checked >= ALIVE_S:
+            alive()
             checked = time.monotonic()
         received = time.time()
         for fut in done:
@@ -318,11 +323,10 @@ def gather(
                 raise
             except BaseException as exc:
                 if not isinstance(exc, lost) or task.resubmit is None:
-                    if alive is not None:  # a dead server fails tasks too: say that instead
-                        for _ in range(3):  # its death may take a moment to be known
+                    if check_alive is not None:  # a dead server fails tasks too: say so
+                        for i in range(3):  # its death may take a moment to be known
+                            time.sleep(ALIVE_S if i else 0)
                             alive()
-                            raise_if_interrupted()
-                            time.sleep(ALIVE_S)
                     raise task_failure(task.what, exc) from exc
                 if blame is not None and blame(fut) is False and task.spared < MAX_SPARED:
                     task.spared += 1  # it only queued with the worker that died: not charged

@@ -150,7 +150,7 @@ class DragonLauncher:
             ],
         }
         self._pools: dict[Role, list[Any]] = {"sim": [], "train": []}
-        self._pending: dict[Future[Any], Role] = {}
+        #: Futures not settled yet, by task token (see ``tracked``).
         self._tasks: dict[int, Future[Any]] = {}
         self._tokens = itertools.count()
         #: Pools that lost a task with a dead worker: ``close`` would wait for it forever.
@@ -187,7 +187,6 @@ class DragonLauncher:
         fut.set_running_or_notify_cancel()
         token = next(self._tokens)
         with self._lock:
-            self._pending[fut] = role
             self._tasks[token] = fut
         if self._notes is not None:
             fn, args = tracked, (self._notes, token, dragon_puid, fn, *args)
@@ -203,8 +202,8 @@ class DragonLauncher:
         """Complete task ``token`` from a pool's result thread or the watchdog, once."""
         with self._lock:
             fut = self._tasks.pop(token, None)
-            if fut is None or self._pending.pop(fut, None) is None:
-                return
+        if fut is None:
+            return
         if exc is None:
             fut.set_result(value)
         else:

@@ -125,12 +125,8 @@ class DDictTransport:
         self._home = home
 
     def _handle(self, key: Key) -> Any:
-        """The client directed at ``key``'s manager (one attachment per manager, reused)."""
-        m = placement(key, self.managers)
-        if m not in self._handles:
-            with translated("a manager connection"):
-                self._handles[m] = self._dd.manager(m)
-        return self._handles[m]
+        """The client directed at ``key``'s manager."""
+        return self._manager(placement(key, self.managers))
 
     def put(self, key: Key, array: np.ndarray) -> None:
         with translated(key.name()):
@@ -234,6 +230,7 @@ class DDictTransport:
         return DDictSpec(descriptor=self._dd.serialize(), managers=self.managers, batch=self.batch)
 
     def _manager(self, m: int) -> Any:
+        """The client directed at manager ``m`` (one attachment per manager, reused)."""
         if m not in self._handles:
             with translated("a manager connection"):
                 self._handles[m] = self._dd.manager(m)
