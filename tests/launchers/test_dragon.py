@@ -193,8 +193,9 @@ def wait_until_started(proc: subprocess.Popen[str], runs: Path) -> None:
 def ddict_managers(sid: int, clients: int) -> list[int]:
     """Pids of the DDict managers in session ``sid``: each maps its own pool, and only it.
 
-    Clients attach to a manager's pool on first use, so the pools are told apart only once
-    ``clients`` processes map every pool (the orchestrator maps none).
+    Clients attach to a manager's pool on first use, so a client that has touched one
+    manager so far looks like a manager. The pools are told apart once ``clients``
+    processes map every pool and each pool has exactly one process mapping it alone.
     """
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -204,8 +205,10 @@ def ddict_managers(sid: int, clients: int) -> list[int]:
                 maps = Path(f"/proc/{proc.pid}/maps").read_text()
                 pools[proc.pid] = set(re.findall(r"/dev/shm/(DDD\S+)D$", maps, re.M))
         every = set().union(*pools.values()) if pools else set()
-        if len(every) > 1 and sum(p == every for p in pools.values()) >= clients:
-            return [pid for pid, p in pools.items() if len(p) == 1]
+        alone = {pid: p for pid, p in pools.items() if len(p) == 1}
+        settled = sorted(name for p in alone.values() for name in p) == sorted(every)
+        if len(every) > 1 and settled and sum(p == every for p in pools.values()) >= clients:
+            return list(alone)
         time.sleep(0.2)
     raise AssertionError("the DDict managers were never told apart from their clients")
 
@@ -218,7 +221,7 @@ def test_a_killed_ddict_manager_fails_the_run_cleanly(tmp_path: Path) -> None:
     watch = ShmWatch(proc.pid)
     try:
         wait_until_started(proc, tmp_path / "runs")
-        managers = ddict_managers(proc.pid, clients=2)  # both simulation workers
+        managers = ddict_managers(proc.pid, clients=3)  # the host and both simulation workers
         assert len(managers) == 2, "expected the default two managers on one node"
         os.kill(managers[0], signal.SIGKILL)  # as the out-of-memory killer would
         killed = time.monotonic()
