@@ -158,6 +158,42 @@ def test_cli_exit_code_and_message_when_retries_run_out(tmp_path: Path) -> None:
     assert read_summary(only_run_dir(tmp_path / "runs"))["status"] == "failed"
 
 
+def sending(pid: int) -> bool:
+    """Whether process ``pid`` is blocked writing into a full pipe."""
+    try:
+        return "pipe_write" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+
+
+def test_worker_killed_while_sending_its_result_is_retried(tmp_path: Path) -> None:
+    # Pass-by-value results of 2 x 10 x 2 MiB go through the pool's pipe 64 KiB at a
+    # time: a worker killed mid-send once left the pool reading the rest forever.
+    proc = start_cli(
+        "run", "--transport", "futures", "--num-sims", "2", "--grid-size", "512",
+        "--step-seconds", "0", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    killed = None
+    try:
+        deadline = time.monotonic() + 60
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            for child in psutil.Process(proc.pid).children():
+                if sending(child.pid):
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed = child.pid
+                    break
+            time.sleep(0.001)
+        assert killed is not None, "no worker was caught sending its result"
+        _, err = proc.communicate(timeout=120)
+        assert wait_gone(proc.pid) == []
+    finally:
+        kill_session(proc.pid)
+    s = read_summary(only_run_dir(tmp_path / "runs"))
+    assert proc.returncode == 0 and s["status"] == "ok", err
+    assert s["verified_samples"] == {"0": 20}
+    assert len(s["retried_tasks"]) == 1 and s["retried_tasks"][0] in ("sim 0", "sim 1")
+
+
 # --- other launchers: slow (their runtimes notice a dead worker by heartbeat), so opt-in
 
 SLOW = pytest.mark.skipif(

@@ -14,6 +14,7 @@ import ctypes
 import functools
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
@@ -29,6 +30,11 @@ from pydantic import Field
 
 from simferry.launchers.base import LauncherConfig, Role
 from simferry.plugins import register_launcher
+
+#: Seconds between the watchdog's looks for a pool stuck on a dead worker (``LocalLauncher``).
+WATCH_S = 0.5
+#: A pool notices a dead worker within milliseconds; one that has not after this is stuck.
+STUCK_S = 2.0
 
 
 def cpu_count() -> int:
@@ -117,9 +123,22 @@ def tracked(
     return fn(*args)
 
 
+def workers(pool: ProcessPoolExecutor) -> list[Any]:
+    """The pool's worker processes (``multiprocessing.Process``), as it holds them now."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def has_dead_worker(pool: ProcessPoolExecutor) -> bool:
+    """Whether a worker of ``pool`` ended; read from its sentinel, so nothing is reaped."""
+    with contextlib.suppress(ValueError, OSError):  # a process object closed meanwhile
+        sentinels = [p.sentinel for p in workers(pool)]
+        return bool(sentinels) and bool(multiprocessing.connection.wait(sentinels, 0))
+    return False
+
+
 def kill_pool(pool: ProcessPoolExecutor) -> None:
     """Stop a pool whose tasks may still run (``shutdown`` alone waits for them)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
+    processes = workers(pool)
     results = getattr(pool, "_result_queue", None)  # ``shutdown`` drops the reference
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in processes:
@@ -139,6 +158,18 @@ def kill_pool(pool: ProcessPoolExecutor) -> None:
 
 
 class LocalLauncher:
+    """A pool per role on this machine; a watchdog unsticks a pool a dead worker jammed.
+
+    A worker killed while it sends its result (a pass-by-value payload of many pipe
+    buffers) leaves half a message in the pool's result pipe, and the pool's manager
+    thread then reads the rest forever instead of noticing the death: every task of the
+    run would wait forever (reproduced 3 in 3 with 168 MB results). The other workers
+    hold that pipe's write end, and so do those of the pool forked after it, so only
+    stopping every worker and closing this process's end turns the read into EOF; the
+    pools then break as for any dead worker and the workflow retries their tasks, charging
+    only the task the killed worker ran.
+    """
+
     name = "local"
     nodes = 1
 
@@ -159,6 +190,8 @@ class LocalLauncher:
         self._tokens = itertools.count()
         self._futures: dict[int, tuple[Role, Future[Any]]] = {}
         self._culprits: dict[ProcessPoolExecutor, set[Future[Any]]] = {}
+        #: Pools the watchdog stopped: a task of theirs was running only if it is a culprit.
+        self._unstuck: set[int] = set()
         # fork: workers start in milliseconds and the simferry command never imports
         # torch, so no CUDA or OpenMP state is inherited. A host process that already ran
         # torch (a test session, a notebook) would hand forked trainers a dead OpenMP
@@ -171,7 +204,37 @@ class LocalLauncher:
         self._warm: list[Future[int]] = []
         for role in ("sim", "train"):
             self._start_pool(role)
+        self._stop = threading.Event()
+        self._watch = threading.Thread(target=self._watchdog, name="local-watch", daemon=True)
+        self._watch.start()
         self.startup_s = time.perf_counter() - t0
+
+    def _watchdog(self) -> None:
+        """Unstick the pools when one has had a dead worker for ``STUCK_S`` without breaking."""
+        dead_since: dict[int, float] = {}
+        while not self._stop.wait(WATCH_S):
+            pools = list(self._pools.values())
+            now = time.monotonic()
+            stuck = False
+            for pool in pools:
+                if getattr(pool, "_broken", False) or not has_dead_worker(pool):
+                    dead_since.pop(id(pool), None)
+                    continue
+                stuck |= now - dead_since.setdefault(id(pool), now) >= STUCK_S
+            if stuck:
+                self._unstick(pools)
+                dead_since.clear()
+
+    def _unstick(self, pools: list[ProcessPoolExecutor]) -> None:
+        """Stop every worker and close this process's result-pipe ends (see the class)."""
+        for pool in pools:
+            self._unstuck.add(id(pool))
+            for proc in workers(pool):
+                with contextlib.suppress(Exception):
+                    proc.terminate()
+        for pool in pools:
+            with contextlib.suppress(Exception):
+                pool._result_queue._writer.close()  # type: ignore[attr-defined]
 
     def _start_pool(self, role: Role) -> None:
         size = self.sim_workers if role == "sim" else self.trainers
@@ -199,7 +262,7 @@ class LocalLauncher:
         and reaping its processes before the new one starts.
         """
         pool = self._pools[role]
-        processes = list((getattr(pool, "_processes", None) or {}).values())
+        processes = workers(pool)
         pool.shutdown(wait=True)
         # The pool terminates its other workers (SIGTERM); any other death is a culprit.
         dead = [p.pid for p in processes if p.exitcode not in (None, 0, -signal.SIGTERM)]
@@ -229,8 +292,8 @@ class LocalLauncher:
             return None
         if pool not in self._culprits and getattr(pool, "_broken", False):
             self._restart(next(r for r, p in self._pools.items() if p is pool))
-        culprits = self._culprits.get(pool)
-        return (fut in culprits) if culprits else None
+        culprits = self._culprits.get(pool) or set()
+        return (fut in culprits) if culprits or id(pool) in self._unstuck else None
 
     def submit(self, role: Role, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         try:
@@ -267,6 +330,10 @@ class LocalLauncher:
         return self._pools[role]
 
     def shutdown(self, cancel: bool = False) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+            self._watch.join()
         for pool in self._pools.values():
             if cancel:
                 kill_pool(pool)
