@@ -28,6 +28,7 @@ import psutil
 from simferry.config import RunConfig
 from simferry.errors import Interrupted, RunFailure, SimferryError, UsageError
 from simferry.launchers.base import Launcher, Role
+from simferry.memory import need_bytes
 from simferry.progress import NullProgress, Progress
 from simferry.records import RunDir, TaskRecord, environment, make_run_dir, utc_stamp
 from simferry.tasks import (
@@ -51,8 +52,6 @@ ABANDON_AFTER = 2
 MAX_SPARED = 10
 #: Seconds between ``check_alive`` calls on the transport while tasks run.
 ALIVE_S = 1.0
-#: Memory of one trainer process before it holds any data (Python, torch, the model).
-TRAINER_PROCESS_BYTES = 256 * 2**20
 
 
 def implementation(cfg: RunConfig) -> str:
@@ -90,14 +89,7 @@ def preflight(cfg: RunConfig, ctx: RunContext, trainers_here: int) -> None:
         raise UsageError(
             f"Cannot use {where}: {exc.strerror or exc}; choose another path."
         ) from None
-    # A phased trainer holds the whole dataset as float32 (half the float64 bytes), a
-    # streaming one its replay buffer only; pass-by-value also keeps every simulation's
-    # pickled results in this process.
-    w = cfg.workload
-    held = min(w.replay_buffer, w.samples) if w.mode == "streaming" else w.samples
-    need = trainers_here * (ctx.data_bytes // 2 * held // w.samples + TRAINER_PROCESS_BYTES)
-    if cfg.transport.by_value:
-        need += ctx.data_bytes
+    need = need_bytes(cfg, ctx.data_bytes, trainers_here)
     avail = psutil.virtual_memory().available
     if need > 0.9 * avail:
         raise UsageError(

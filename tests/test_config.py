@@ -49,9 +49,11 @@ def test_the_memory_check_counts_a_streaming_trainers_buffer_not_the_dataset(
     from simferry.transports.base import RunContext
     from simferry.workflow import preflight
 
-    # 3.4 GB of samples on a node with 1 GiB free: a phased trainer would hold 1.7 GB as
-    # float32; a streaming one its 64-sample buffer (0.5 GB) plus the process (0.25 GiB).
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=2**30))
+    # 3.4 GB of samples on a node with 3 GiB free (2.7 usable): a phased trainer would hold
+    # 1.56 GiB as float32; a streaming one its 64-sample buffer (0.5 GiB). Either adds its
+    # process (0.25 GiB) and its working memory at 1024² (1.5 GiB).
+    free = types.SimpleNamespace(available=3 * 2**30)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
     cfg = build(
         {"num_sims": 20, "grid_size": 1024, "mode": mode, "replay_buffer": 64},
         {"name": "local"},
@@ -61,7 +63,23 @@ def test_the_memory_check_counts_a_streaming_trainers_buffer_not_the_dataset(
     ctx = RunContext(tmp_path / "run", "t", 20 * 10 * 2 * 1024**2 * 8)
     monkeypatch.setattr(type(cfg.transport), "check", lambda self, ctx: None)  # /dev/shm size
     if refused:
-        with pytest.raises(UsageError, match=r"needs about 1\.8 GiB of memory"):
+        with pytest.raises(UsageError, match=r"needs about 3\.3 GiB of memory"):
             preflight(cfg, ctx, 1)
     else:
         preflight(cfg, ctx, 1)
+
+
+def test_the_memory_model_counts_a_trainers_working_memory_and_parsls_copies() -> None:
+    from simferry.memory import TRAINER_BYTES_PER_POINT, need_bytes
+
+    # One 4096² simulation: 2.7 GB of samples, but a trainer's activations alone take
+    # 24 GiB at that grid, as the data never would.
+    small = build({"num_sims": 1, "grid_size": 4096}, {"name": "local"}, {"name": "shm"})
+    assert need_bytes(small, small.workload.data_bytes, 1) > 24 * 2**30
+    assert need_bytes(small, small.workload.data_bytes, 2) > 2 * TRAINER_BYTES_PER_POINT * 4096**2
+    # Pass-by-value through Parsl holds results in its interchange and pool too.
+    args = {"num_sims": 8, "grid_size": 256}
+    local = build(args, {"name": "local"}, {"name": "futures"})
+    parsl = build(args, {"name": "parsl"}, {"name": "futures"})
+    data = local.workload.data_bytes
+    assert need_bytes(parsl, data, 1) - need_bytes(local, data, 1) == 3 * data
