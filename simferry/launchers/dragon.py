@@ -51,6 +51,10 @@ RUNTIME_ENV = "DRAGON_MY_PUID"
 BOOT_ENV = "SIMFERRY_DRAGON_T0"
 #: Seconds between checks that no pool worker died (a dead worker's task never returns).
 WATCH_S = 1.0
+#: Checks in a row that a task must be neither queued nor noted by a worker, in a pool that
+#: lost a worker with no note, before it is taken as lost with that worker. A worker notes
+#: its task microseconds after taking it; a finished task is settled within milliseconds.
+UNNOTED_CHECKS = 5
 #: Seconds the runtime may take to start simferry inside it (it takes 2-10 s; a loaded
 #: machine is slower); past that it is taken to be stuck.
 START_TIMEOUT_S = 180.0
@@ -150,8 +154,9 @@ class DragonLauncher:
             ],
         }
         self._pools: dict[Role, list[Any]] = {"sim": [], "train": []}
-        #: Futures not settled yet, by task token (see ``tracked``).
+        #: Futures not settled yet, by task token (see ``tracked``), and the pool of each.
         self._tasks: dict[int, Future[Any]] = {}
+        self._pool_of: dict[int, Any] = {}
         self._tokens = itertools.count()
         #: Pools that lost a task with a dead worker: ``close`` would wait for it forever.
         self._wounded: set[int] = set()
@@ -188,6 +193,7 @@ class DragonLauncher:
         token = next(self._tokens)
         with self._lock:
             self._tasks[token] = fut
+            self._pool_of[token] = pool
         if self._notes is not None:
             fn, args = tracked, (self._notes, token, dragon_puid, fn, *args)
         pool.apply_async(
@@ -202,6 +208,7 @@ class DragonLauncher:
         """Complete task ``token`` from a pool's result thread or the watchdog, once."""
         with self._lock:
             fut = self._tasks.pop(token, None)
+            self._pool_of.pop(token, None)
         if fut is None:
             return
         if exc is None:
@@ -220,18 +227,48 @@ class DragonLauncher:
     def _watchdog(self) -> None:
         """Fail the task of each worker that died, so the workflow can retry it.
 
-        A worker killed before it wrote its note (a few microseconds after it took the
-        task) leaves a task that is never failed; the pool's restart then hides it.
+        A worker killed before it wrote its note (microseconds after it took the task)
+        leaves a task no note names, which the pool's restart would hide: once its pool
+        lost such a worker, a task that stays neither queued nor noted is taken as lost.
         """
+        suspects: dict[int, Any] = {}  # pools that lost a worker with no task noted
+        unnoted: dict[int, int] = {}  # token -> checks in a row it was neither
         while not self._stop.wait(WATCH_S):
             dead = {p: v for p, v in self._exits().items() if p not in self._seen}
             for puid, (code, pool) in dead.items():
                 self._seen.add(puid)
                 self._wounded.add(id(pool))
+                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
                 token = self._note(puid)
-                if token is not None:
-                    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                with self._lock:
+                    running = token is not None and token in self._tasks
+                if running:
+                    assert token is not None
                     self._settle(token, None, WorkerLost(f"Dragon worker {puid} died ({how})"))
+                else:
+                    suspects[id(pool)] = pool
+            if suspects:
+                for token in self._lost(list(suspects.values()), unnoted):
+                    why = "a Dragon worker of its pool died before it noted the task"
+                    self._settle(token, None, WorkerLost(why))
+
+    def _lost(self, pools: list[Any], unnoted: dict[int, int]) -> list[int]:
+        """Tasks of ``pools`` neither queued nor noted for ``UNNOTED_CHECKS`` checks."""
+        noted = {self._note(int(p.name)) for p in self._listed_notes()}
+        with self._lock:
+            mine = {t for t, pool in self._pool_of.items() if pool in pools and t not in noted}
+        queued = False
+        for pool in pools:
+            with contextlib.suppress(Exception):
+                queued = queued or not pool._inqueue.empty()
+        for token in list(unnoted):
+            if token not in mine or queued:
+                del unnoted[token]
+        if queued:
+            return []
+        for token in mine:
+            unnoted[token] = unnoted.get(token, 0) + 1
+        return [t for t, n in unnoted.items() if n >= UNNOTED_CHECKS]
 
     def _note(self, puid: int) -> int | None:
         """The task a worker last started (``tracked``), if it noted one."""
@@ -241,6 +278,13 @@ class DragonLauncher:
             return int((self._notes / str(puid)).read_text())
         except (OSError, ValueError):
             return None
+
+    def _listed_notes(self) -> list[Path]:
+        if self._notes is None:
+            return []
+        with contextlib.suppress(OSError):
+            return [p for p in self._notes.iterdir() if p.name.isdigit()]
+        return []
 
     def release(self, role: Role) -> None:
         """Stop a role's workers while it has nothing to do (phased runs, after simulating).

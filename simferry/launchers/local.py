@@ -118,7 +118,11 @@ def tracked(
     If the worker dies, those notes tell the launcher whose task killed it, so only that
     task is charged a retry and named when it fails. ``worker`` names the process the way
     the launcher's runtime reports dead ones: ``os.getpid`` here, Dragon's process id there.
+    ``SIMFERRY_FAULT=kill-take:<token>:0`` kills the worker before its note (tests only).
     """
+    from simferry.tasks import fault_point
+
+    fault_point("take", token, 0)
     (notes / str(worker())).write_text(str(token))
     return fn(*args)
 

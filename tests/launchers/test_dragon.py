@@ -171,6 +171,22 @@ def test_killed_workers_are_retried_and_nothing_is_lost(tmp_path: Path, mode: st
 
 @pytest.mark.integration
 @needs_dragon
+def test_a_worker_killed_before_it_noted_its_task_is_retried(tmp_path: Path) -> None:
+    # The worker taking task token 1 (simulation 1) dies before writing its note, so no
+    # note names the task; Dragon restarts the worker and would never fail the task.
+    marker = tmp_path / "fired"
+    args = ["run", "--launcher", "dragon", "--transport", "ddict", *SMALL]
+    fault = {"SIMFERRY_FAULT": f"kill-take:1:0@{marker}"}
+    code, _, err = run_cli(*args, cwd=tmp_path, env=fault)
+    assert code == 0, err
+    assert marker.exists(), "the fault never fired"
+    s = summary(only_run_dir(tmp_path / "runs"))
+    assert s["status"] == "ok" and s["verified_samples"] == {"0": 40}
+    assert s["retried_tasks"] == ["sim 1"]
+
+
+@pytest.mark.integration
+@needs_dragon
 def test_sweep_over_the_dragon_launcher_typed_in_a_plain_shell(tmp_path: Path) -> None:
     args = ["sweep", "--launchers", "dragon", "--transports", "ddict", "--repeat", "2"]
     code, out, err = run_cli(*args, *SMALL, "--out", "sw", cwd=tmp_path)
