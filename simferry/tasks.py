@@ -38,6 +38,8 @@ def fault_point(kind: str, index: int, step: int) -> None:
     read), as the OOM killer or a node failure would. A ``@<path>`` suffix fires only once
     per run: the first worker to create ``<path>`` dies, so a retry succeeds. ``raise-``
     instead of ``kill-`` raises an exception in the task instead (a failing simulation).
+    ``kill-take:<token>:0`` fires in the launcher's ``tracked`` wrapper, before the worker
+    notes which task it took.
     """
     spec = os.environ.get("SIMFERRY_FAULT")
     if not spec:
