@@ -18,9 +18,6 @@ from simferry.launchers.local import cpu_count
 TRAINER_PROCESS_BYTES = 256 * 2**20
 #: Trainer working memory per grid point at batch 4 (measured ~1,420 B).
 TRAINER_BYTES_PER_POINT = 1536
-#: Copies of pass-by-value results Parsl keeps on the way (its interchange and worker
-#: pool), on top of the one this process holds (measured 2.4-3.1 x the data).
-PARSL_BY_VALUE_COPIES = 3
 
 
 def need_bytes(cfg: RunConfig, data_bytes: int, trainers_here: int) -> int:
@@ -29,7 +26,8 @@ def need_bytes(cfg: RunConfig, data_bytes: int, trainers_here: int) -> int:
     A phased trainer holds the whole dataset as float32 (half the float64 bytes), a
     streaming one its replay buffer only. Pass-by-value keeps every simulation's results
     in this process, and a simulation worker holds its own results and their pickled
-    copy while returning them.
+    copy while returning them; some launchers hold more copies on the way
+    (``result_copies``).
     """
     w = cfg.workload
     held = min(w.replay_buffer, w.samples) if w.mode == "streaming" else w.samples
@@ -39,6 +37,5 @@ def need_bytes(cfg: RunConfig, data_bytes: int, trainers_here: int) -> int:
     if cfg.transport.by_value:
         workers = getattr(cfg.launcher, "sim_workers", None) or cpu_count()
         need += min(workers, w.num_sims) * 2 * (data_bytes // w.num_sims) + data_bytes
-        if cfg.launcher.name == "parsl":
-            need += PARSL_BY_VALUE_COPIES * data_bytes
+        need += cfg.launcher.result_copies * data_bytes
     return need

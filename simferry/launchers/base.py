@@ -49,6 +49,9 @@ class LauncherConfig(BaseModel):
 
     name: str
     display: ClassVar[str] = ""
+    #: Copies of pass-by-value results the runtime holds in flight besides this process's
+    #: (``memory.need_bytes``).
+    result_copies: ClassVar[int] = 0
 
     def unavailable_reason(self) -> str | None:
         """Why this launcher cannot run here (missing package), else ``None``."""
