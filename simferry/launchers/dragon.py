@@ -37,7 +37,7 @@ from pydantic import Field
 
 from simferry.errors import Interrupted, RunFailure
 from simferry.launchers.base import LauncherConfig, Role, WorkerLost
-from simferry.launchers.local import tracked, warm_trainer
+from simferry.launchers.local import TaskNotes, tracked, warm_trainer
 from simferry.plugins import register_launcher
 from simferry.transports.exceptions import TransportUnavailableError
 
@@ -70,6 +70,11 @@ def in_runtime() -> bool:
 def dragon_puid() -> int:
     """This process's Dragon id: what the pools report for a worker that died."""
     return int(os.environ[RUNTIME_ENV])
+
+
+def how_it_ended(code: int | None) -> str:
+    """A dead process's exit status in words: "killed by signal 9", "exit code 1"."""
+    return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
 
 
 def dragon_executable() -> Path | None:
@@ -154,16 +159,12 @@ class DragonLauncher:
             ],
         }
         self._pools: dict[Role, list[Any]] = {"sim": [], "train": []}
-        #: Futures not settled yet, by task token (see ``tracked``), and the pool of each.
-        self._tasks: dict[int, Future[Any]] = {}
-        self._pool_of: dict[int, Any] = {}
+        #: Tasks not settled yet, by token (see ``tracked``): the future and the pool.
+        self._tasks: dict[int, tuple[Future[Any], Any]] = {}
         self._tokens = itertools.count()
         #: Pools that lost a task with a dead worker: ``close`` would wait for it forever.
         self._wounded: set[int] = set()
-        self._notes: Path | None = None
-        if run_dir is not None:
-            self._notes = Path(run_dir) / ".workers"
-            self._notes.mkdir(mode=0o700, exist_ok=True)
+        self._notes = TaskNotes(run_dir) if run_dir is not None else None
         self._lock = threading.Lock()
         self._next = itertools.count()
         try:
@@ -192,10 +193,9 @@ class DragonLauncher:
         fut.set_running_or_notify_cancel()
         token = next(self._tokens)
         with self._lock:
-            self._tasks[token] = fut
-            self._pool_of[token] = pool
+            self._tasks[token] = (fut, pool)
         if self._notes is not None:
-            fn, args = tracked, (self._notes, token, dragon_puid, fn, *args)
+            fn, args = tracked, (self._notes.path, token, dragon_puid, fn, *args)
         pool.apply_async(
             fn,
             args,
@@ -204,17 +204,20 @@ class DragonLauncher:
         )
         return fut
 
-    def _settle(self, token: int, value: Any, exc: BaseException | None) -> None:
-        """Complete task ``token`` from a pool's result thread or the watchdog, once."""
+    def _settle(self, token: int, value: Any, exc: BaseException | None) -> bool:
+        """Complete task ``token`` from a pool's result thread or the watchdog, once.
+
+        Returns whether this call completed it (``False``: settled before, or unknown).
+        """
         with self._lock:
-            fut = self._tasks.pop(token, None)
-            self._pool_of.pop(token, None)
+            fut, _ = self._tasks.pop(token, (None, None))
         if fut is None:
-            return
+            return False
         if exc is None:
             fut.set_result(value)
         else:
             fut.set_exception(exc)
+        return True
 
     def _exits(self) -> dict[int, tuple[int, Any]]:
         """Exit code and pool of each pool worker that ended, by Dragon process id."""
@@ -238,15 +241,10 @@ class DragonLauncher:
             for puid, (code, pool) in dead.items():
                 self._seen.add(puid)
                 self._wounded.add(id(pool))
-                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-                token = self._note(puid)
-                with self._lock:
-                    running = token is not None and token in self._tasks
-                if running:
-                    assert token is not None
-                    self._settle(token, None, WorkerLost(f"Dragon worker {puid} died ({how})"))
-                else:
-                    suspects[id(pool)] = pool
+                token = self._notes.task_of(puid) if self._notes is not None else None
+                lost = WorkerLost(f"Dragon worker {puid} died ({how_it_ended(code)})")
+                if token is None or not self._settle(token, None, lost):
+                    suspects[id(pool)] = pool  # it ran nothing, or died before its note
             if suspects:
                 for token in self._lost(list(suspects.values()), unnoted):
                     why = "a Dragon worker of its pool died before it noted the task"
@@ -254,9 +252,9 @@ class DragonLauncher:
 
     def _lost(self, pools: list[Any], unnoted: dict[int, int]) -> list[int]:
         """Tasks of ``pools`` neither queued nor noted for ``UNNOTED_CHECKS`` checks."""
-        noted = {self._note(int(p.name)) for p in self._listed_notes()}
+        noted = self._notes.tasks() if self._notes is not None else set()
         with self._lock:
-            mine = {t for t, pool in self._pool_of.items() if pool in pools and t not in noted}
+            mine = {t for t, (_, pool) in self._tasks.items() if pool in pools and t not in noted}
         queued = False
         for pool in pools:
             with contextlib.suppress(Exception):
@@ -269,22 +267,6 @@ class DragonLauncher:
         for token in mine:
             unnoted[token] = unnoted.get(token, 0) + 1
         return [t for t, n in unnoted.items() if n >= UNNOTED_CHECKS]
-
-    def _note(self, puid: int) -> int | None:
-        """The task a worker last started (``tracked``), if it noted one."""
-        if self._notes is None:
-            return None
-        try:
-            return int((self._notes / str(puid)).read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _listed_notes(self) -> list[Path]:
-        if self._notes is None:
-            return []
-        with contextlib.suppress(OSError):
-            return [p for p in self._notes.iterdir() if p.name.isdigit()]
-        return []
 
     def release(self, role: Role) -> None:
         """Stop a role's workers while it has nothing to do (phased runs, after simulating).
@@ -304,7 +286,7 @@ class DragonLauncher:
         self._pools = {"sim": [], "train": []}
         self._stop_pools(pools, cancel)
         if self._notes is not None:
-            shutil.rmtree(self._notes, ignore_errors=True)
+            self._notes.remove()
 
     def _stop_pools(self, pools: list[Any], cancel: bool) -> None:
         for pool in pools:  # all stop together, then all are joined

@@ -127,6 +127,31 @@ def tracked(
     return fn(*args)
 
 
+class TaskNotes:
+    """``<run>/.workers``: which task each worker took last (written by ``tracked``)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".workers"
+        self.path.mkdir(mode=0o700, exist_ok=True)
+
+    def task_of(self, worker: object) -> int | None:
+        """The token of the task ``worker`` noted last, if it noted one."""
+        try:
+            return int((self.path / str(worker)).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def tasks(self) -> set[int]:
+        """The tokens every worker noted last."""
+        with contextlib.suppress(OSError):
+            names = [p.name for p in self.path.iterdir()]
+            return {t for t in map(self.task_of, names) if t is not None}
+        return set()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 def workers(pool: ProcessPoolExecutor) -> list[Any]:
     """The pool's worker processes (``multiprocessing.Process``), as it holds them now."""
     return list((getattr(pool, "_processes", None) or {}).values())
@@ -153,12 +178,19 @@ def kill_pool(pool: ProcessPoolExecutor) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join(timeout=5)
-    # A worker killed while sending its result (a pass-by-value payload) leaves half a
-    # message in the result pipe: the pool's manager thread then waits for the rest
-    # forever, and so does interpreter exit, which joins that thread. Closing this
-    # process's write end turns the wait into EOF once no worker holds the pipe.
+    close_result_writer(results)
+
+
+def close_result_writer(results: Any) -> None:
+    """Close this process's write end of a pool's result pipe (``pool._result_queue``).
+
+    A worker killed while sending its result (a pass-by-value payload) leaves half a
+    message in that pipe: the pool's manager thread then waits for the rest forever, and
+    so does interpreter exit, which joins that thread. With our end closed the wait ends
+    in EOF once no worker holds the pipe any more.
+    """
     with contextlib.suppress(Exception):
-        results._writer.close()  # type: ignore[union-attr]
+        results._writer.close()
 
 
 class LocalLauncher:
@@ -187,12 +219,9 @@ class LocalLauncher:
         #: Pools rebuilt after a worker died (reported in the run summary).
         self.restarts = 0
         # Which task each worker runs (see ``tracked``), and what a broken pool was running.
-        self._notes: Path | None = None
-        if run_dir is not None:
-            self._notes = Path(run_dir) / ".workers"
-            self._notes.mkdir(mode=0o700, exist_ok=True)
+        self._notes = TaskNotes(run_dir) if run_dir is not None else None
         self._tokens = itertools.count()
-        self._futures: dict[int, tuple[Role, Future[Any]]] = {}
+        self._futures: dict[int, Future[Any]] = {}
         self._culprits: dict[ProcessPoolExecutor, set[Future[Any]]] = {}
         #: Pools the watchdog stopped: a task of theirs was running only if it is a culprit.
         self._unstuck: set[int] = set()
@@ -237,8 +266,7 @@ class LocalLauncher:
                 with contextlib.suppress(Exception):
                     proc.terminate()
         for pool in pools:
-            with contextlib.suppress(Exception):
-                pool._result_queue._writer.close()  # type: ignore[attr-defined]
+            close_result_writer(getattr(pool, "_result_queue", None))
 
     def _start_pool(self, role: Role) -> None:
         size = self.sim_workers if role == "sim" else self.trainers
@@ -276,14 +304,8 @@ class LocalLauncher:
         self._start_pool(role)
 
     def _running(self, pid: int | None) -> Future[Any] | None:
-        if self._notes is None or pid is None:
-            return None
-        try:
-            token = int((self._notes / str(pid)).read_text())
-        except (OSError, ValueError):
-            return None
-        entry = self._futures.get(token)
-        return entry[1] if entry else None
+        token = self._notes.task_of(pid) if self._notes is not None and pid else None
+        return self._futures.get(token) if token is not None else None
 
     def died_running(self, fut: Future[Any]) -> bool | None:
         """Whether ``fut`` failed because its own worker died, not only queued with it.
@@ -311,9 +333,9 @@ class LocalLauncher:
         if self._notes is None:
             return pool.submit(fn, *args)
         token = next(self._tokens)
-        fut = pool.submit(tracked, self._notes, token, os.getpid, fn, *args)
+        fut = pool.submit(tracked, self._notes.path, token, os.getpid, fn, *args)
         fut.simferry_pool = pool  # type: ignore[attr-defined]
-        self._futures[token] = (role, fut)
+        self._futures[token] = fut
         fut.add_done_callback(functools.partial(self._forget, token))
         return fut
 
@@ -344,7 +366,7 @@ class LocalLauncher:
             else:
                 pool.shutdown(wait=True)
         if self._notes is not None:
-            shutil.rmtree(self._notes, ignore_errors=True)
+            self._notes.remove()
 
 
 @register_launcher

@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import ByteSize, Field
 
 from simferry.errors import UsageError
-from simferry.launchers.dragon import missing_reason, require_runtime
+from simferry.launchers.dragon import how_it_ended, missing_reason, require_runtime
 from simferry.plugins import register_transport
 from simferry.transports.base import ClientSpec, Key, RunContext, SampleKey, TransportConfig
 from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
@@ -317,9 +317,7 @@ def dead_process(puids: Sequence[int]) -> str | None:
         with contextlib.suppress(Exception):
             desc = gs.query(puid)
             if desc.state == ProcessDescriptor.State.DEAD:
-                code = desc.ecode
-                how = f"killed by signal {-code}" if code and code < 0 else f"exit code {code}"
-                return f"Dragon process {puid}, {how}"
+                return f"Dragon process {puid}, {how_it_ended(desc.ecode)}"
     return None
 
 
