@@ -87,23 +87,56 @@ def given(args: list[str], flag: str) -> list[str]:
     return []
 
 
-def launcher_args(args: list[str], scheduler: Scheduler) -> list[str]:
-    """The launcher flags to add: Parsl on this scheduler, unless the command chose."""
-    if given(args, "--launcher"):
-        return []
-    if given(args, "--provider"):
-        return ["--launcher", "parsl"]
-    return ["--launcher", "parsl", "--provider", scheduler]
+def value(args: list[str], flag: str) -> str | None:
+    """The value ``flag`` has in ``args``, or None when it is not given."""
+    found = given(args, flag)
+    if not found:
+        return None
+    return found[0].split("=", 1)[1] if "=" in found[0] else (found[1:] or [""])[0]
+
+
+def job_command(command: list[str], scheduler: Scheduler, nodes: int) -> list[str]:
+    """The simferry command as the job runs it: launcher, provider and node count filled in.
+
+    Inside a job the Parsl launcher needs the scheduler's provider to start its pools on
+    the allocation's nodes (with the local one every task would run on the first node),
+    and ``--nodes`` given once to ``submit`` is the node count of the run inside it.
+    ``sweep`` takes ``--launchers`` (a list) where the others take ``--launcher``.
+    """
+    sub, rest = command[0], command[1:]
+    flag = "--launchers" if sub == "sweep" else "--launcher"
+    extra: list[str] = []
+    chosen = value(rest, flag)
+    if chosen is None:
+        chosen = "parsl"
+        extra += [flag, chosen]
+    if "parsl" in chosen.split(","):
+        if value(rest, "--provider") is None:
+            extra += ["--provider", scheduler]
+        if value(rest, "--nodes") is None:
+            extra += ["--nodes", str(nodes)]
+    return [sub, *rest, *extra]
+
+
+def warmup_command(main: list[str], job_dir: Path) -> list[str]:
+    """A tiny filesystem run with the first launcher of ``main``: its start-up is paid here."""
+    rest = main[1:]
+    launcher = (value(rest, "--launchers") or value(rest, "--launcher") or "parsl").split(",")[0]
+    warm = ["run", "--launcher", launcher]
+    if launcher == "parsl":
+        warm += ["--provider", value(rest, "--provider") or "local"]
+        nodes = value(rest, "--nodes")
+        if nodes:
+            warm += ["--nodes", nodes.split(",")[-1]]
+    return [*warm, "--transport", "filesystem", *WARMUP, "--runs-dir", str(job_dir / "warmup")]
 
 
 def job_script(req: JobRequest) -> str:
     """The job script's text: header, environment, warm-up, then the requested run."""
     python = str(req.venv / "bin" / "python") if req.venv else sys.executable
     simferry = f"{shlex.quote(python)} -m simferry"
-    sub, rest = req.command[0], req.command[1:]
-    extra = launcher_args(req.command, req.scheduler)
-    main = [sub, *rest, *extra]
-    if not given(rest, "--runs-dir"):
+    main = job_command(req.command, req.scheduler, req.nodes)
+    if not given(main[1:], "--runs-dir") and not given(main[1:], "--out"):
         main += ["--runs-dir", str(req.job_dir)]
     lines = [
         "#!/bin/bash -l",
@@ -117,37 +150,54 @@ def job_script(req: JobRequest) -> str:
     if req.venv:
         lines.append(f"source {shlex.quote(str(req.venv / 'bin' / 'activate'))}")
     if req.warmup:
-        # The same launcher as the measured run, on a tiny workload.
-        chosen = given(rest, "--launcher") + given(rest, "--provider") + extra
-        warm = ["run", *chosen, "--transport", "filesystem", *WARMUP]
-        warm += ["--runs-dir", str(req.job_dir / "warmup")]
         lines += [
             "",
             "# Warm-up: imports, file caches and the launcher's first start, not measured.",
-            f"{simferry} {shlex.join(warm)} || echo 'simferry: warm-up run failed' >&2",
+            f"{simferry} {shlex.join(warmup_command(main, req.job_dir))} "
+            "|| echo 'simferry: warm-up run failed' >&2",
         ]
     lines += ["", f"{simferry} {shlex.join(main)}", ""]
     return "\n".join(lines)
 
 
-def _check_command(command: list[str]) -> None:
-    """Refuse now what the job would only refuse in the queue, hours later."""
-    from simferry.cli import config_from_args, make_parser
-    from simferry.plugins import transports
+def _check_command(command: list[str], scheduler: Scheduler, nodes: int) -> None:
+    """Refuse now what the job would only refuse in the queue, hours later.
 
-    if not command or command[0] not in ("run", "compare"):
+    What is checked is the command as the job will run it (``job_command``): with its
+    launcher, provider and node count, so ``-- run --nodes 4`` is checked as a Parsl run.
+    """
+    from simferry.cli import config_from_args, make_parser
+    from simferry.plugins import transport_config_class, transports
+    from simferry.sweep import grid, point_config, run_options
+
+    if not command or command[0] not in ("run", "compare", "sweep"):
         raise UsageError(
             "Give the simferry command to run after --, e.g. "
             "'simferry submit --scheduler pbs --nodes 2 -- run --num-sims 64'."
         )
-    ns = make_parser().parse_args(command)
-    if command[0] == "run":
-        config_from_args(ns)
-        return
-    names = ns.transports.split(",") if ns.transports else list(transports())
-    for name in names:
-        if name.strip():
-            config_from_args(ns, transport=name.strip())
+    final = job_command(command, scheduler, nodes)
+    ns = make_parser().parse_args(final)
+    if command[0] == "sweep":
+        points = grid(ns)
+        options = run_options(ns, points)
+        for point in points:
+            point_config(point, options, Path("runs"))
+        counts = {p.nodes for p in points}
+    elif command[0] == "run":
+        counts = {config_from_args(ns).launcher.node_count()}
+    else:
+        names = [n.strip() for n in (ns.transports or ",".join(transports())).split(",")]
+        launcher = getattr(ns, "launcher", "local")
+        counts = set()
+        for name in filter(None, names):
+            allowed = transport_config_class(name).launchers
+            if allowed is None or launcher in allowed:  # others are skipped rows in the job
+                counts.add(config_from_args(ns, transport=name).launcher.node_count())
+    if max(counts, default=1) > nodes:
+        raise UsageError(
+            f"The command uses {max(counts)} nodes but the job asks for {nodes}; "
+            f"pass --nodes {max(counts)} to submit (it then applies inside the job too)."
+        )
 
 
 def request_from_args(args: argparse.Namespace) -> JobRequest:
@@ -168,7 +218,7 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
     command = list(args.simferry_args)
     if command[:1] == ["--"]:
         command = command[1:]
-    _check_command(command)
+    _check_command(command, args.scheduler, args.nodes)
     venv = args.venv
     if venv is None and sys.prefix != sys.base_prefix:
         venv = Path(sys.prefix)
@@ -264,6 +314,6 @@ def add_submit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "simferry_args",
         nargs=argparse.REMAINDER,
-        metavar="-- run|compare ARGS",
+        metavar="-- run|compare|sweep ARGS",
         help="the simferry command the job runs",
     )

@@ -74,6 +74,8 @@ def test_pbs_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         "parsl",
         "--provider",
         "pbs",
+        "--nodes",
+        "2",
         "--runs-dir",
         str(job_dir.resolve()),
     ]
@@ -115,9 +117,37 @@ def test_arguments_are_quoted_and_choices_kept(
     assert not (tmp_path / "pwned").exists()
 
 
+def test_the_job_runs_the_command_with_its_launcher_provider_and_nodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--nodes given to submit is the run's node count; a chosen Parsl gets the provider."""
+    base = ["--scheduler", "slurm", "--nodes", "4", "--dry-run", "--"]
+    code, out, err = submit([*base, "run", "--launcher", "parsl", "--nodes", "4"], capsys)
+    assert code == 0, err
+    argv = command_line(out)
+    assert argv[argv.index("--provider") + 1] == "slurm"
+    assert argv.count("--nodes") == 1 and argv[argv.index("--nodes") + 1] == "4"
+
+    code, out, err = submit([*base, "compare", "--num-sims", "2"], capsys)
+    assert code == 0, err  # ddict (Dragon only) is a skipped row in the job, not a refusal
+    argv = command_line(out)
+    assert argv[3] == "compare" and argv[argv.index("--nodes") + 1] == "4"
+
+    code, out, err = submit([*base, "sweep", "--nodes", "1,4", "--transports", "futures"], capsys)
+    assert code == 0, err
+    argv = command_line(out)
+    assert argv[argv.index("--launchers") + 1] == "parsl"
+    assert argv[argv.index("--provider") + 1] == "slurm"
+    assert argv[argv.index("--nodes") + 1] == "1,4"
+    warm = [line for line in out.splitlines() if "warmup" in line and "-m simferry run" in line]
+    assert len(warm) == 1 and "--nodes 4" in warm[0] and "--provider slurm" in warm[0]
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
+        (["--scheduler", "pbs", "--nodes", "2", "--", "run", "--nodes", "4"], "--nodes 4"),
+        (["--scheduler", "slurm", "--", "sweep", "--nodes", "1,2"], "--nodes 2"),
         (["--scheduler", "pbs", "--walltime", "1h", *RUN], "walltime"),
         (["--scheduler", "pbs", "--walltime", "01:99:00", *RUN], "walltime"),
         (["--scheduler", "pbs", "--nodes", "0", *RUN], "--nodes"),

@@ -303,8 +303,10 @@ class ParslConfig(LauncherConfig):
         )
 
     def _provider(self, nodes: int) -> Any:
-        from parsl.launchers import MpiExecLauncher, SingleNodeLauncher, SrunLauncher
+        from parsl.launchers import MpiExecLauncher, SingleNodeLauncher
         from parsl.providers import LocalProvider, PBSProProvider, SlurmProvider
+
+        from simferry.launchers.parsl_srun import JobNamedSrunLauncher
 
         fixed: dict[str, Any] = {"init_blocks": 1, "min_blocks": 1, "max_blocks": 1}
         if self.provider == "local":
@@ -343,7 +345,7 @@ class ParslConfig(LauncherConfig):
         srun_args = f"--overlap --nodes={nodes} --ntasks-per-node=1"
         if self.launcher_overrides is not None:
             srun_args = self.launcher_overrides
-        srun = SrunLauncher(debug=False, overrides=srun_args)
+        srun = JobNamedSrunLauncher(debug=False, overrides=srun_args)
         if inside:
             return LocalProvider(
                 nodes_per_block=nodes, launcher=srun, worker_init=self.worker_init, **fixed

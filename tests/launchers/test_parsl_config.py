@@ -216,6 +216,23 @@ def test_slurm_outside_and_inside_an_allocation(
     assert "srun --ntasks 2 -l --overlap --nodes=2 --ntasks-per-node=1" in p.launcher("CMD", 1, 2)
 
 
+def test_the_two_pools_of_one_allocation_write_different_command_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside one job both executors' blocks share $SLURM_JOB_NAME and the script directory."""
+    monkeypatch.setenv("SLURM_JOB_ID", "99")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    monkeypatch.setenv("SLURM_NODELIST", "nid[1-2]")
+    _, sims, trainers = executors(ParslConfig(provider="slurm"), tmp_path)
+    scripts = []
+    for ex in (sims, trainers):
+        text = ex.provider.launcher("CMD", 1, 2, str(tmp_path))
+        assert "cmd_$SLURM_JOB_NAME" not in text
+        scripts.append(text)
+    # Each block's file is named by the provider's unique $JOBNAME (exported per block).
+    assert all("cmd_${JOBNAME:-$SLURM_JOB_NAME}.sh" in t for t in scripts)
+
+
 @pytest.mark.parametrize(
     ("launcher", "needle"),
     [
