@@ -74,7 +74,8 @@ class Cluster:
     size: int = 2
     login: Node = field(default_factory=lambda: Node(LOGIN, f"{SUBNET}.1"))
     nodes: list[Node] = field(default_factory=list)
-    #: The login node's namespace identifiers before any process is put into it.
+    #: The holders this process started, reaped on tear-down (none after ``load``).
+    holders: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     # -- paths and environment -------------------------------------------------------
 
@@ -104,10 +105,15 @@ class Cluster:
 
     # -- running things on nodes -----------------------------------------------------
 
-    def prefix(self, name: str = LOGIN) -> list[str]:
-        """The command prefix that runs a program inside node ``name``'s namespaces."""
+    def prefix(self, name: str = LOGIN, cwd: Path | None = None) -> list[str]:
+        """The command prefix that runs a program inside node ``name``'s namespaces.
+
+        Entering a mount namespace moves to the holder's working directory (``/``), so
+        the one wanted is given again (``cwd``, default this process's).
+        """
         holder = self.node(name).holder
-        return ["nsenter", "-t", str(holder), "-n", "-u", "-m", "--"]
+        wd = f"--wd={cwd or Path.cwd()}"
+        return ["nsenter", "-t", str(holder), "-n", "-u", "-m", wd, "--"]
 
     def run(
         self,
@@ -120,7 +126,7 @@ class Cluster:
         cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [*self.prefix(node), *args],
+            [*self.prefix(node, cwd), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -144,7 +150,7 @@ class Cluster:
         **kwargs: object,
     ) -> subprocess.Popen[str]:
         return subprocess.Popen(  # type: ignore[call-overload]
-            [*self.prefix(node), *args], env=self.env(env), cwd=cwd, text=True, **kwargs
+            [*self.prefix(node, cwd), *args], env=self.env(env), cwd=cwd, text=True, **kwargs
         )
 
     def processes(self, node: str) -> list[tuple[int, str]]:
@@ -252,6 +258,7 @@ class Cluster:
             start_new_session=True,
         )
         node.holder = proc.pid
+        self.holders[node.name] = proc
         deadline = time.monotonic() + 20
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -262,9 +269,9 @@ class Cluster:
     def _network(self) -> None:
         """A bridge in the login node; one veth per node into it; addresses; routes."""
         ip = ["ip"]
-        self.run([*ip, "link", "add", "br0", "type", "bridge"])
-        self.run([*ip, "addr", "add", f"{self.login.address}/24", "dev", "br0"])
-        self.run([*ip, "link", "set", "br0", "up"])
+        self.run([*ip, "link", "add", "bridge0", "type", "bridge"])
+        self.run([*ip, "addr", "add", f"{self.login.address}/24", "dev", "bridge0"])
+        self.run([*ip, "link", "set", "bridge0", "up"])
         for node in self.nodes:
             peer = f"v{node.name}"
             self.run(
@@ -282,7 +289,7 @@ class Cluster:
                     str(node.holder),
                 ]
             )
-            self.run([*ip, "link", "set", peer, "master", "br0", "up"])
+            self.run([*ip, "link", "set", peer, "master", "bridge0", "up"])
             self.run([*ip, "addr", "add", f"{node.address}/24", "dev", "eth0"], node=node.name)
             self.run([*ip, "link", "set", "eth0", "up"], node=node.name)
 
@@ -317,6 +324,9 @@ class Cluster:
         for node in reversed(self.all_nodes()):
             if node.holder and node.netns:
                 kill_namespace(node.netns, node.holder)
+            if node.name in self.holders:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.holders.pop(node.name).wait(10)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def save(self) -> None:
@@ -358,8 +368,6 @@ def kill_namespace(netns: str, holder: int, grace: float = 5.0) -> None:
     deadline = time.monotonic() + grace
     while [p for p in members() if _alive(p)] and time.monotonic() < deadline:
         time.sleep(0.05)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(-1, os.WNOHANG)
 
 
 def _alive(pid: int) -> bool:
