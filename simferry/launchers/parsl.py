@@ -370,6 +370,12 @@ class ParslConfig(LauncherConfig):
         address = self.address or ("127.0.0.1" if self.provider == "local" else None)
         # Run Parsl's processes with this interpreter, not whatever is first on PATH.
         worker_cmd = f"{sys.executable} -m parsl.executors.high_throughput.process_worker_pool"
+        if self.provider != "local":
+            # On batch nodes the pool runs under a keeper that outlives its helpers, so
+            # nothing of it is left in the nodes' /dev/shm (see simferry.launchers.pool).
+            worker_cmd = (
+                f"{sys.executable} -m simferry.launchers.pool {worker_cmd.split(' ', 1)[1]}"
+            )
         common: dict[str, Any] = {
             "address": address,
             "launch_cmd": worker_cmd + " " + _launch_args(),
@@ -471,6 +477,12 @@ class ParslLauncher:
         self.sim_workers = plan.sim_workers
         self.trainers = plan.trainers
         self.run_dir = run_dir
+        #: The Slurm job whose nodes the pools run on as srun steps (None: not inside one).
+        self.slurm_job = (
+            plan.allocation.job_id
+            if plan.allocation is not None and plan.allocation.scheduler == "slurm"
+            else None
+        )
         self._apps: dict[tuple[Role, Callable[..., Any]], Callable[..., Future[Any]]] = {}
         self._warm: list[Future[Any]] = []
         self._closed = False
@@ -551,6 +563,10 @@ class ParslLauncher:
         self._closed = True
         from parsl.executors.status_handling import BlockProviderExecutor
 
+        if self.slurm_job:
+            from simferry.launchers.parsl_srun import stop_steps
+
+            stop_steps(self.slurm_job, LABELS.values())
         procs = parsl_processes(self._dfk.executors.values())
         for ex in self._dfk.executors.values():
             ic = getattr(ex, "interchange_proc", None)
