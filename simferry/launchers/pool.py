@@ -57,6 +57,9 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
     code = pool.wait()
+    # The pool is gone (stopped, or killed outright): its workers would wait for their
+    # next heartbeat to notice; the resource tracker ignores SIGTERM and exits once they have.
+    forward(signal.SIGTERM, None)
     deadline = time.monotonic() + LINGER_S
     while descendants() and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
