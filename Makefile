@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_ARGS ?= --num-sims 8 --grid-size 256
 
-.PHONY: demo test lint typecheck unit integration system-deps bench clean readme-figures
+.PHONY: demo test lint typecheck unit integration cluster cluster-up cluster-down system-deps bench clean readme-figures
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,13 +13,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# redis-server is a system package; installed when we may (root), else its tests skip
-# with that reason.
+# redis-server, and Slurm + munge for the emulated cluster, are system packages;
+# installed when we may (root), else their tests skip with that reason.
+SYSTEM_PACKAGES := redis-server slurmctld slurmd slurm-client munge iproute2
 system-deps:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
+	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1 \
+	    || ! command -v munged >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "note: redis-server not installed (apt-get install redis-server); Redis tests will be skipped"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "note: $(SYSTEM_PACKAGES) not all installed; Redis and cluster tests will be skipped"; fi; \
 	fi
 
 demo: $(STAMP) system-deps
@@ -33,10 +35,23 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy simferry
 
 unit: $(STAMP)
-	$(PY) -m pytest -m "not integration" -q
+	$(PY) -m pytest -m "not integration and not cluster" -q
 
 integration: $(STAMP) system-deps
-	$(PY) -m pytest -m integration -q
+	$(PY) -m pytest -m "integration and not cluster" -q
+
+# The emulated Slurm cluster (tests/cluster/emulated.py): root, Debian's slurmctld, slurmd,
+# slurm-client and munge. The cluster tests bring up their own; these are for people.
+CLUSTER_NODES ?= 2
+CLUSTER_DIR   ?= /tmp/simferry-cluster
+cluster: $(STAMP)
+	$(PY) -m pytest -m cluster -q
+
+cluster-up: $(STAMP)
+	$(PY) -m tests.cluster.emulated up --nodes $(CLUSTER_NODES) --dir $(CLUSTER_DIR)
+
+cluster-down: $(STAMP)
+	$(PY) -m tests.cluster.emulated down --dir $(CLUSTER_DIR)
 
 test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest -q
