@@ -51,8 +51,12 @@ if TYPE_CHECKING:
 LABELS: dict[Role, str] = {"sim": "sims", "train": "trainers"}
 #: Process names of Parsl's own processes (also matched when started with ``-m``).
 PARSL_PROCESSES = ("interchange", "process_worker_pool")
-#: How long local worker pools may take to connect before the run is declared broken.
+#: How long local worker pools may take to connect before the run is declared broken;
+#: also how long the other pools of a batch job may lag behind its first one.
 LOCAL_CONNECT_TIMEOUT_S = 120.0
+#: Heartbeats of pools on batch nodes, and the silence after which a pool is lost.
+HEARTBEAT_S = 5
+LOST_AFTER_S = 30
 
 
 def interchange_cmd() -> list[str]:
@@ -385,6 +389,10 @@ class ParslConfig(LauncherConfig):
             "cores_per_worker": 0.001,
             "prefetch_capacity": 0,
         }
+        if self.provider != "local":
+            # A pool on another node that dies is noticed only by its missing heartbeats:
+            # Parsl's default (30 s apart, lost after 120 s) leaves a run waiting minutes.
+            common |= {"heartbeat_period": HEARTBEAT_S, "heartbeat_threshold": LOST_AFTER_S}
         sims = HighThroughputExecutor(
             label=LABELS["sim"],
             provider=self._provider(plan.nodes),
@@ -494,7 +502,7 @@ class ParslLauncher:
             raise
         try:
             self._wait_for_pools({"sim": plan.nodes, "train": plan.trainer_nodes}, connect_timeout)
-            self.submit("sim", ping).result()
+            self._started(self.submit("sim", ping))
             # Trainers import torch while simulations run, as with the local launcher.
             self._warm = [
                 self.submit("train", warm_trainer, plan.trainers_per_node)
@@ -512,12 +520,25 @@ class ParslLauncher:
 
         return (WorkerLost, ManagerLost)
 
+    def _started(self, fut: Future[Any]) -> Any:
+        """The result of a start-up task; a pool lost meanwhile is one sentence, not a trace."""
+        try:
+            return fut.result()
+        except self.lost_errors as exc:
+            raise RunFailure(
+                f"A Parsl worker pool was lost while the run started ({exc}); check that node "
+                "and run again."
+            ) from exc
+
     def _executor(self, role: Role) -> Any:
         return self._dfk.executors[LABELS[role]]
 
     def _wait_for_pools(self, expected: dict[Role, int], timeout: float | None) -> None:
         """Block until every worker pool has registered (they start in the background)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        #: When each executor's first pool connected: a batch job's pools start together,
+        #: so once one has, the others may lag by LOCAL_CONNECT_TIMEOUT_S at most.
+        first: dict[Role, float] = {}
         while True:
             missing = []
             for role, count in expected.items():
@@ -527,8 +548,20 @@ class ParslLauncher:
                         f"Parsl's {LABELS[role]} worker pools failed to start: "
                         f"{ex.executor_exception}; see the logs under {self.run_dir / 'parsl'}."
                     )
-                if len(ex.connected_managers()) < count:
+                connected = len(ex.connected_managers())
+                if connected:
+                    first.setdefault(role, time.monotonic())
+                if connected < count:
                     missing.append(LABELS[role])
+                    if (
+                        time.monotonic() - first.get(role, time.monotonic())
+                        > LOCAL_CONNECT_TIMEOUT_S
+                    ):
+                        raise RunFailure(
+                            f"Only {connected} of Parsl's {count} {LABELS[role]} worker pools "
+                            f"connected within {LOCAL_CONNECT_TIMEOUT_S:.0f} s of the first; a "
+                            f"node of the job may have failed. See {self.run_dir / 'parsl'}."
+                        )
             if not missing:
                 return
             if deadline is not None and time.monotonic() > deadline:
@@ -544,7 +577,7 @@ class ParslLauncher:
         if role == "train" and self._warm:
             # Otherwise the first trainers queue behind the warm-up and count it as hand-off.
             for fut in self._warm:
-                fut.result()
+                self._started(fut)
             self._warm = []
         app = self._apps.get((role, fn))
         if app is None:

@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from .conftest import assert_verified, run_dirs, summary
 from .emulated import PARTITION, Cluster
 
@@ -45,25 +43,29 @@ def sims_pool(cluster: Cluster, node: str, timeout: float = 90) -> list[int]:
     raise AssertionError(f"no simulation pool on {node} after {timeout:.0f} s")
 
 
+def mid_run(cwd: Path, timeout: float = 120) -> None:
+    """Until the simulations have written their first samples (all run at once)."""
+    deadline = time.monotonic() + timeout
+    while not any(p.is_file() for p in cwd.glob("runs/*/data/**/*")):
+        assert time.monotonic() < deadline, "the simulations never started"
+        time.sleep(0.2)
+
+
 def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
 
-@pytest.mark.skip(
-    reason="known gap: after SIGKILL of node2's simulation pool the run sometimes hangs, "
-    "sometimes ends in an unhandled ManagerLost traceback, sometimes recovers (3 tries); "
-    "to be fixed in the Parsl launcher's lost-manager handling"
-)
 def test_a_killed_worker_pool_on_node2_is_retried_or_named(
     on_cluster: Cluster, tmp_path: Path
 ) -> None:
     proc = start(on_cluster, tmp_path, "--retries", "2")
     pools = sims_pool(on_cluster, "node2")
-    time.sleep(3)  # tasks are running on it now
+    mid_run(tmp_path)
     for pid in pools:
         os.kill(pid, signal.SIGKILL)
     code, _out, err = finish(proc)
+    print(f"outcome: exit {code}; {err.strip()[-300:]}")
     if code == 0:
         [run] = run_dirs(tmp_path / "runs")
         assert_verified(run)
@@ -76,12 +78,14 @@ def test_a_killed_worker_pool_on_node2_is_retried_or_named(
 def test_node2_slurmd_stopped_mid_run(on_cluster: Cluster, tmp_path: Path) -> None:
     proc = start(on_cluster, tmp_path, "--retries", "2")
     sims_pool(on_cluster, "node2")
+    mid_run(tmp_path)
     slurmd = [pid for pid, cmd in on_cluster.processes("node2") if cmd.startswith("slurmd")]
     assert slurmd
     try:
         for pid in slurmd:
             os.kill(pid, signal.SIGTERM)
         code, _out, err = finish(proc)
+        print(f"outcome: exit {code}; {err.strip()[-300:]}")
     finally:
         on_cluster.run(["slurmd", "-f", str(on_cluster.conf), "-N", "node2"], node="node2")
         on_cluster.run(["scontrol", "update", "nodename=node2", "state=resume"], check=False)
@@ -96,7 +100,7 @@ def test_node2_slurmd_stopped_mid_run(on_cluster: Cluster, tmp_path: Path) -> No
 def test_ctrl_c_of_a_two_node_run(on_cluster: Cluster, tmp_path: Path) -> None:
     proc = start(on_cluster, tmp_path)
     sims_pool(on_cluster, "node2")
-    time.sleep(2)
+    mid_run(tmp_path)
     proc.send_signal(signal.SIGINT)
     code, _out, err = finish(proc, timeout=120)
     assert code == 130, (code, err)
