@@ -319,6 +319,29 @@ def test_wrong_or_missing_password_is_one_clear_sentence(
     assert external.alive()
 
 
+def test_a_server_without_a_password_is_named_once(
+    external: RedisServer, run_ctx: RunContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    theirs = external.client(5.0)
+    theirs.config_set("requirepass", "")  # a server anyone on its network may read
+    theirs.close()
+    url = f"redis://127.0.0.1:{external.port}/0"
+    RedisConfig(redis_url=url).check(run_ctx)
+    RedisConfig(redis_url=url).check(run_ctx)  # compare checks each run: still one warning
+    err = capsys.readouterr().err
+    assert err.count("requires no password") == 1
+    assert err.strip().endswith("anyone who can reach it can read this run's samples.")
+
+
+def test_a_password_protected_server_gets_no_warning(
+    external: RedisServer, run_ctx: RunContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    RedisConfig(redis_url=f"redis://:{external.password}@127.0.0.1:{external.port}/0").check(
+        run_ctx
+    )
+    assert "password" not in capsys.readouterr().err
+
+
 def test_unreachable_server_is_one_clear_sentence(run_ctx: RunContext) -> None:
     port = free_port("127.0.0.1")  # nothing listens there
     cfg = RedisConfig(redis_url=f"redis://127.0.0.1:{port}/0")
