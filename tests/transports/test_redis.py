@@ -38,6 +38,8 @@ if RedisConfig().unavailable_reason():
 from simferry.transports.redis_server import RedisServer, free_port  # noqa: E402
 
 SMALL = ["--num-sims", "4", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
+#: The same, with the tables printed (``--quiet`` prints nothing but errors).
+SHOWN = SMALL[:-1]
 KEY = SampleKey(1, 2, "input")
 
 
@@ -452,7 +454,7 @@ def test_run_with_redis_verifies_every_sample_and_leaves_no_server(
     tmp_path: Path, mode: str
 ) -> None:
     args = ["--mode", mode, "--trainers", "2"]
-    proc = simferry("run", "--transport", "redis", *SMALL, *args, cwd=tmp_path)
+    proc = simferry("run", "--transport", "redis", *SHOWN, *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "40 samples verified by each of 2 trainer(s)" in proc.stdout
     run = only_run_dir(tmp_path / "runs")
@@ -465,7 +467,7 @@ def test_run_with_redis_verifies_every_sample_and_leaves_no_server(
 
 
 def test_compare_prints_a_redis_row(tmp_path: Path) -> None:
-    proc = simferry("compare", "--transports", "filesystem,redis", *SMALL, cwd=tmp_path)
+    proc = simferry("compare", "--transports", "filesystem,redis", *SHOWN, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Local + Redis" in proc.stdout and "Local + file system" in proc.stdout
     assert no_servers_left(tmp_path)
