@@ -144,7 +144,9 @@ def grid(args: argparse.Namespace) -> list[Point]:
         plugins.launcher_config_class(name)
     sims = parse_list(args.num_sims, "--num-sims", [defaults.num_sims], int)
     sizes = parse_list(args.grid_size, "--grid-size", [defaults.grid_size], int)
-    nodes = parse_list(args.nodes, "--nodes", [base.launcher.node_count() if base else 1], int)
+    nodes = parse_list(
+        args.nodes, "--nodes", [getattr(base and base.launcher, "nodes", None) or 1], int
+    )
     if args.repeat < 1:
         raise UsageError(f"--repeat must be at least 1, not {args.repeat}.")
     return [

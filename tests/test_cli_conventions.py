@@ -115,3 +115,24 @@ def test_compare_repeats_each_transport_and_takes_a_config(
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert sorted(r["transport"] for r in runs) == ["futures", "futures", "shm", "shm"]
     assert {(r["status"], r["num_sims"], r["grid_size"]) for r in runs} == {("ok", 2, 16)}
+
+
+def test_a_sweep_starts_every_point_from_its_config(tmp_path: Path) -> None:
+    import tomli_w
+
+    from simferry.config import build
+    from simferry.records import drop_none
+    from simferry.sweep import grid, run_options
+
+    cfg = build(
+        {"num_sims": 3, "grid_size": 24, "step_seconds": 0}, {"name": "local"}, {"name": "shm"}
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(drop_none(cfg.dump())), encoding="utf-8")
+    args = make_parser().parse_args(["sweep", "--config", str(path), "--grid-size", "16,32"])
+    points = grid(args)
+    assert [(p.launcher, p.transport, p.num_sims, p.grid_size) for p in points] == [
+        ("local", "shm", 3, 16),
+        ("local", "shm", 3, 32),
+    ]
+    assert run_options(args, points)["step_seconds"] == 0
