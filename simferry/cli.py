@@ -151,7 +151,11 @@ def add_run_flags(p: argparse.ArgumentParser, compare: bool = False) -> None:
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:
     """--quiet and --json, the same on every command that runs work."""
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors and warnings (e.g. a transport skipped)",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -260,7 +264,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from simferry.report import write_report
     from simferry.workflow import check_run, execute, implementation
 
-    console = Console(stderr=True, quiet=silent(args))  # errors go to `shout` instead
+    console = Console(stderr=True, quiet=silent(args))  # errors and skips go to `shout`
     shout = Console(stderr=True)
     if args.repeat < 1:
         raise UsageError(f"--repeat must be at least 1, not {args.repeat}.")
@@ -322,14 +326,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = make_run_dir(configs[0].runs_dir, "compare")
     summaries: list[dict[str, Any]] = []
     for label, why in mismatched.items():
-        console.print(f"[yellow]skipping {label}: {why}[/]")
+        shout.print(f"[yellow]skipping {label}: {why}[/]")
         summaries.append({"implementation": label, "status": "skipped", "error": why})
     failed = 0
     for cfg in configs:
         label = implementation(cfg)
         reason = skip_reason(cfg) or refused.get(cfg.transport.name)
         if reason:
-            console.print(f"[yellow]skipping {label}: {reason}[/]")
+            shout.print(f"[yellow]skipping {label}: {reason}[/]")
             summaries.append({"implementation": label, "status": "skipped", "error": reason})
             continue
         run = execute_under_dragon if needs_runtime(cfg) else execute

@@ -392,8 +392,8 @@ def add_submit_flags(p: argparse.ArgumentParser) -> None:
         "--directive",
         action="append",
         default=[],
-        help="extra scheduler line without its #PBS/#SBATCH prefix, e.g. "
-        "'-l filesystems=home:eagle' (repeatable)",
+        help="extra scheduler line without its #PBS/#SBATCH prefix, e.g. '-m abe' or "
+        "'--gpus-per-node=4' (repeatable)",
     )
     p.add_argument(
         "--setup",

@@ -280,11 +280,11 @@ class SweepProgress:
             self.bars.update(self.task, completed=self.done, eta=self.eta(), description=self.label)
             self.bars.refresh()
 
-    def message(self, text: str, error: bool = False) -> None:
-        """A line above the bar; errors are shown under --quiet too."""
+    def message(self, text: str, always: bool = False) -> None:
+        """A line above the bar; errors and skips (``always``) are shown under --quiet too."""
         if self.bars is not None:
             self.bars.console.print(text)
-        elif error or not self.quiet:
+        elif always or not self.quiet:
             print(text, file=sys.stderr, flush=True)
 
     def start_run(self, label: str, tasks: int) -> None:
@@ -420,7 +420,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         + (f", {len(sweep.skipped)} point(s) skipped" if sweep.skipped else "")
     )
     for p, reason in sweep.skipped.items():
-        progress.message(f"skipping {p.describe()}: {reason}")
+        progress.message(f"skipping {p.describe()}: {reason}", always=True)
     sweep.write_manifest()
     try:
         for p, cfg in sweep.configs.items():
@@ -442,7 +442,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                     # A configuration that fails once is not retried within this sweep.
                     new = sorted(set(out.iterdir()) - before)
                     sweep.failed[p] = (str(exc), new[0] if new else None)
-                    progress.message(f"{p.describe()} failed: {exc}", error=True)
+                    progress.message(f"{p.describe()} failed: {exc}", always=True)
                     progress.finish_run(time.perf_counter() - t0)
                     break
                 sweep.runs[p].append(run_dir)
