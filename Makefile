@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_ARGS ?= --num-sims 8 --grid-size 256
 
-.PHONY: demo test lint typecheck unit integration cluster cluster-up cluster-down system-deps bench clean readme-figures
+.PHONY: demo test lint typecheck docs unit integration cluster cluster-up cluster-down system-deps bench clean readme-figures
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,11 +28,16 @@ demo: $(STAMP) system-deps
 	$(VENV)/bin/simferry compare $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check simferry tests bench
-	$(VENV)/bin/ruff format --check simferry tests bench
+	$(VENV)/bin/ruff check simferry tests bench scripts
+	$(VENV)/bin/ruff format --check simferry tests bench scripts
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy simferry
+
+# The docs site (mkdocs.yml): any warning -- a broken link, a page missing from the nav, an
+# API docstring that does not render -- fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not integration and not cluster" -q
@@ -53,18 +58,18 @@ cluster-up: $(STAMP)
 cluster-down: $(STAMP)
 	$(PY) -m tests.cluster.emulated down --dir $(CLUSTER_DIR)
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) system-deps lint typecheck docs
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/transports.py
 	$(PY) bench/end_to_end.py
 
-# The README's example table and plot (docs/): a real sweep on this machine, ~3 min.
+# The docs' example table and plot (docs/benchmarks.md): a real sweep here, ~3 min.
 README_SWEEP ?= --num-sims 4,8 --grid-size 64,128 --transports filesystem,shm,futures \
 	--step-seconds 0 --repeat 3
 readme-figures: $(STAMP)
 	$(PY) docs/make_figures.py $(README_SWEEP)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,9 @@
-"""Regenerate the README's example sweep: ``make readme-figures`` (arguments: sweep flags).
+"""Regenerate the docs' example sweep: ``make readme-figures`` (arguments: sweep flags).
 
 Runs ``simferry sweep`` into a temporary directory, copies its ``table.md``,
-``observations.md`` and ``plots/`` into ``docs/``, and replaces the table in ``README.md``
-between the ``sweep-table`` markers, so the README always shows generated numbers.
+``observations.md`` and ``plots/`` into ``docs/``, and replaces the table in
+``docs/benchmarks.md`` between the ``sweep-table`` markers, so the docs always show
+generated numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from simferry.cli import main
 
 DOCS = Path(__file__).resolve().parent
-README = DOCS.parent / "README.md"
+README = DOCS / "benchmarks.md"
 BEGIN, END = "<!-- sweep-table:begin -->", "<!-- sweep-table:end -->"
 
 

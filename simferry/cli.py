@@ -1,4 +1,4 @@
-"""The ``simferry`` command.
+"""The ``simferry`` command line: run, compare, sweep, report, submit, doctor.
 
 Flags of launchers and transports are generated from their pydantic config classes, so a
 new plug-in gets its flags (and its entry in ``doctor``) without this file changing.
@@ -8,6 +8,7 @@ Expected failures print one sentence and exit non-zero; only bugs show a traceba
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import types
@@ -16,16 +17,38 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ByteSize
 
-from simferry import plugins
+from simferry import __version__, plugins
 from simferry.config import RunConfig, WorkloadConfig, build, load_config
 from simferry.errors import Interrupted, SimferryError, UsageError
 
+#: Underscore spellings of the reference scripts' own flags, so their command lines work
+#: here unchanged; no other flag has one.
 ALIASES = {"num_sims": ["--num_sims"], "grid_size": ["--grid_size"]}
+DESCRIPTION = """\
+Measure how data travels from an ensemble of simulations to the AI trainers that
+learn from them: run one launcher + transport, compare them all, sweep sizes and
+node counts, and get the homework table, plots and observations."""
+EPILOG = """examples:
+  simferry compare --num-sims 8 --grid-size 256     every transport usable here
+  simferry run --transport shm --num-sims 8         one launcher + transport
+  simferry sweep --num-sims 4,8 --repeat 3          a grid, with repeats
+  simferry doctor                                   what is usable on this machine
+
+'simferry COMMAND --help' lists a command's flags."""
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse with one-sentence errors and no abbreviated flags.
+
+    Abbreviations are off because ``--sim 2`` silently meant ``--sim-workers 2``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"simferry: error: {message}; see '{self.prog} --help'.\n")
         raise SystemExit(2)
@@ -55,16 +78,30 @@ def add_model_flags(
         kwargs: dict[str, Any] = {
             "dest": name,
             "default": argparse.SUPPRESS,
-            "help": (info.description or "")
-            + ("" if info.default is None else f" (default: {info.default})"),
+            "help": field_help(info.description or "", info.default),
         }
         if ann is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(ann) is Literal:
+            kwargs["choices"] = [str(c) for c in typing.get_args(ann)]  # shown as {a,b}
         else:
-            if typing.get_origin(ann) is Literal:
-                kwargs["choices"] = [str(c) for c in typing.get_args(ann)]
             kwargs["metavar"] = name.upper()
         parser.add_argument(flag, *ALIASES.get(name, []), **kwargs)
+
+
+def field_help(description: str, default: Any) -> str:
+    """A flag's help with its default as a person writes it (4MiB, off, none)."""
+    if "default" in description.lower():
+        return description
+    if default is None or default == "":
+        text = "none"
+    elif isinstance(default, bool):
+        text = "on" if default else "off"
+    elif isinstance(default, ByteSize):
+        text = default.human_readable(separator="")
+    else:
+        text = str(default)
+    return f"{description} (default: {text})" if description else f"default: {text}"
 
 
 def add_run_flags(p: argparse.ArgumentParser, compare: bool = False) -> None:
@@ -75,9 +112,8 @@ def add_run_flags(p: argparse.ArgumentParser, compare: bool = False) -> None:
     g.add_argument(
         "--launcher",
         default=argparse.SUPPRESS,
-        help="who starts processes: "
-        + ", ".join(sorted(plugins.launchers()))
-        + " (default: local)",
+        choices=sorted(plugins.launchers()),
+        help="who starts processes (default: local)",
     )
     for cls in plugins.launchers().values():
         add_model_flags(g, cls, seen)
@@ -86,26 +122,49 @@ def add_run_flags(p: argparse.ArgumentParser, compare: bool = False) -> None:
         g.add_argument(
             "--transports",
             default=None,
-            help="comma-separated transports to compare (default: every one usable here)",
+            metavar="NAME,NAME",
+            help="comma-separated transports to compare, of "
+            + ", ".join(sorted(plugins.transports()))
+            + " (default: every one usable here)",
         )
     else:
         g.add_argument(
             "--transport",
             default=argparse.SUPPRESS,
-            help="how data travels: "
-            + ", ".join(sorted(plugins.transports()))
-            + " (default: filesystem)",
+            choices=sorted(plugins.transports()),
+            help="how data travels (default: filesystem)",
         )
     for tcls in plugins.transports().values():
         add_model_flags(g, tcls, seen)
     p.add_argument(
         "--runs-dir", default=argparse.SUPPRESS, help="where run directories go (default: runs)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    if not compare:
-        p.add_argument(
-            "--config", type=Path, help="a config.toml to start from (flags override it)"
-        )
+    if compare:
+        p.add_argument("--repeat", type=int, default=1, help="runs of each transport (default: 1)")
+    add_output_flags(p)
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="a config.toml to start from, e.g. a run's own; flags override it (default: none)",
+    )
+
+
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    """--quiet and --json, the same on every command that runs work."""
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors and warnings (e.g. a transport skipped)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the results as JSON on stdout instead of tables (progress is not shown)",
+    )
+
+
+#: Arguments about the command's output, never part of a run's configuration.
+OUTPUT_ARGS = {"command", "func", "quiet", "json"}
 
 
 def _split(values: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
@@ -118,7 +177,7 @@ def config_from_args(
     values = {
         k: v
         for k, v in vars(args).items()
-        if k not in {"command", "func", "quiet", "config", "transports"}
+        if k not in OUTPUT_ARGS | {"config", "transports", "repeat"}
     }
     base: dict[str, Any] = {"workload": {}, "launcher": {}, "transport": {}}
     if getattr(args, "config", None):
@@ -151,11 +210,25 @@ def config_from_args(
 def _progress(args: argparse.Namespace, label: str = "") -> Any:
     from simferry.progress import make_progress
 
-    return make_progress(label, quiet=args.quiet)
+    return make_progress(label, quiet=silent(args))
+
+
+def silent(args: argparse.Namespace) -> bool:
+    """No progress and no tables: --quiet, or --json (whose stdout is the JSON alone)."""
+    return bool(getattr(args, "quiet", False) or getattr(args, "json", False))
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable results: one JSON document on stdout."""
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from simferry.launchers.dragon import needs_runtime, run_config_under_dragon
+    from simferry.launchers.dragon import (
+        execute_under_dragon,
+        needs_runtime,
+        run_config_under_dragon,
+    )
     from simferry.records import read_summary
     from simferry.report import TABLE_HEADER, markdown_table, table_rows
     from simferry.workflow import check_run, execute
@@ -163,9 +236,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if needs_runtime(cfg):  # typed in a plain shell: the same run under `dragon`
         check_run(cfg)
-        return run_config_under_dragon(cfg, args.quiet)[0]
-    run_dir = execute(cfg, _progress(args))
+        if not args.json:
+            return run_config_under_dragon(cfg, args.quiet)[0]
+        run_dir = execute_under_dragon(cfg)
+    else:
+        run_dir = execute(cfg, _progress(args))
     summary = read_summary(run_dir)
+    if args.json:
+        print_json({"run_dir": run_dir, "summary": summary})
+        return 0
+    if args.quiet:
+        return 0
     print(markdown_table(TABLE_HEADER, table_rows([summary])), end="")
     verified = summary.get("verified_samples", {})
     expected = summary["samples_expected"]
@@ -183,7 +264,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from simferry.report import write_report
     from simferry.workflow import check_run, execute, implementation
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=silent(args))  # errors and skips go to `shout`
+    shout = Console(stderr=True)
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be at least 1, not {args.repeat}.")
     names = (
         [t.strip() for t in args.transports.split(",") if t.strip()]
         if args.transports
@@ -217,7 +301,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     leftovers = {
         k
         for k in vars(args)
-        if k not in {"command", "func", "quiet", "transports", "launcher", "runs_dir"}
+        if k not in OUTPUT_ARGS | {"transports", "launcher", "runs_dir", "config", "repeat"}
         and not any(
             k in type(part).model_fields
             for c in configs
@@ -242,30 +326,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = make_run_dir(configs[0].runs_dir, "compare")
     summaries: list[dict[str, Any]] = []
     for label, why in mismatched.items():
-        console.print(f"[yellow]skipping {label}: {why}[/]")
+        shout.print(f"[yellow]skipping {label}: {why}[/]")
         summaries.append({"implementation": label, "status": "skipped", "error": why})
     failed = 0
     for cfg in configs:
         label = implementation(cfg)
         reason = skip_reason(cfg) or refused.get(cfg.transport.name)
         if reason:
-            console.print(f"[yellow]skipping {label}: {reason}[/]")
+            shout.print(f"[yellow]skipping {label}: {reason}[/]")
             summaries.append({"implementation": label, "status": "skipped", "error": reason})
             continue
-        console.print(f"[bold]{label}[/]")
-        try:
-            run = execute_under_dragon if needs_runtime(cfg) else execute
-            run_dir = run(cfg, _progress(args, f"{cfg.transport.name} "), parent=out)
-            summaries.append(read_summary(run_dir))
-        except Interrupted:
-            raise
-        except SimferryError as exc:
-            failed += 1
-            console.print(f"[red]{label} failed: {exc}[/]")
-            summaries.append({"implementation": label, "status": "failed", "error": str(exc)})
-    print(write_report(summaries, out), end="")
-    print(f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}")
-    print(f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}")
+        run = execute_under_dragon if needs_runtime(cfg) else execute
+        for n in range(1, args.repeat + 1):
+            console.print(
+                f"[bold]{label}[/]" + (f", run {n}/{args.repeat}" if args.repeat > 1 else "")
+            )
+            try:
+                run_dir = run(cfg, _progress(args, f"{cfg.transport.name} "), parent=out)
+                summaries.append(read_summary(run_dir))
+            except Interrupted:
+                raise
+            except SimferryError as exc:  # a transport that fails once is not run again
+                failed += 1
+                shout.print(f"[red]{label} failed: {exc}[/]")
+                summaries.append({"implementation": label, "status": "failed", "error": str(exc)})
+                break
+    table = write_report(summaries, out)
+    if args.json:
+        print_json({"out": out, "runs": summaries})
+    elif not args.quiet:
+        print(table, end="")
+        print(f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}")
+        print(f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}")
     return 1 if failed else 0
 
 
@@ -285,8 +377,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError("No run directories (with a summary.json) found in the paths given.")
     out = args.out or (args.run_dirs[0] if len(args.run_dirs) == 1 else Path("."))
     out.mkdir(parents=True, exist_ok=True)
-    print(write_report(load_summaries(dirs), out), end="")
-    print(f"table.md, results.csv, plots/ and observations.md written to {out}")
+    summaries = load_summaries(dirs)
+    table = write_report(summaries, out)
+    if args.json:
+        print_json({"out": out, "runs": summaries})
+    elif not args.quiet:
+        print(table, end="")
+        print(f"table.md, results.csv, plots/ and observations.md written to {out}")
     return 0
 
 
@@ -314,39 +411,75 @@ def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
+#: What the default demo (``make demo``: ``simferry compare``) cannot do without; the
+#: other plug-ins are rows it skips with their reason when they are missing.
+DEMO_NEEDS = {"launcher": ["local"], "transport": ["futures", "filesystem", "shm"]}
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """What is usable here; exit 1 when the default demo could not run."""
     import shutil
 
+    from simferry.launchers.dragon import login_node_note
     from simferry.launchers.local import cpu_count, gpu_count
     from simferry.transports.filesystem import gib
 
-    ok = True
-    print(f"cores: {cpu_count()}   GPUs: {gpu_count()}")
+    found: dict[str, Any] = {"cores": cpu_count(), "gpus": gpu_count()}
+    lines = [f"cores: {found['cores']}   GPUs: {found['gpus']}"]
     shm = Path("/dev/shm")
     if shm.is_dir():
-        print(f"/dev/shm free: {gib(shutil.disk_usage(shm).free)}")
+        found["shm_free_bytes"] = shutil.disk_usage(shm).free
+        lines.append(f"/dev/shm free: {gib(found['shm_free_bytes'])}")
     registries: list[tuple[str, dict[str, Any]]] = [
         ("launcher", plugins.launchers()),
         ("transport", plugins.transports()),
     ]
+    missing: list[str] = []
     for kind, registry in registries:
+        found[kind + "s"] = {}
         for name, cls in sorted(registry.items()):
             try:
                 reason = cls(name=name).unavailable_reason()
             except Exception as exc:  # a config that needs arguments to be built
                 reason = f"cannot check: {exc}"
-            print(f"{kind:9} {name:11} {'ok' if not reason else 'unavailable: ' + reason}")
+            found[kind + "s"][name] = reason or "ok"
+            lines.append(f"{kind:9} {name:11} {'ok' if not reason else 'unavailable: ' + reason}")
+            if reason and name in DEMO_NEEDS[kind]:
+                missing.append(f"the {name} {kind}")
+    note = login_node_note()
+    if note:
+        found["dragon_login_node"] = note
+        lines.append(f"dragon    {note}")
     if args.clean:
         from simferry.cleanup import clean_stale
 
-        for path in clean_stale():
-            print(f"removed stale {path}")
-    return 0 if ok else 1
+        found["removed"] = [str(p) for p in clean_stale()]
+        lines += [f"removed stale {p}" for p in found["removed"]]
+    found["demo_ready"] = not missing
+    if args.json:
+        print_json(found)
+    else:
+        print("\n".join(lines))
+    if missing:
+        print(
+            f"simferry: error: the default demo (simferry compare) needs {', '.join(missing)}, "
+            "which cannot run here; see the reasons above.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def make_parser() -> Parser:
-    parser = Parser(prog="simferry", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser = Parser(
+        prog="simferry",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"simferry {__version__}")
+    add_completion_flag(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     p = sub.add_parser("run", help="run the workflow once with one launcher and transport")
     add_run_flags(p)
     p.set_defaults(func=cmd_run)
@@ -354,8 +487,19 @@ def make_parser() -> Parser:
     add_run_flags(p, compare=True)
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="table, CSV, plots and observations from run directories")
-    p.add_argument("run_dirs", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument(
+        "run_dirs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="run directories, or directories holding them (a compare or sweep directory)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output directory (default: the one RUN_DIR given, else the current directory)",
+    )
+    add_output_flags(p)
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("sweep", help="a grid of sizes, transports and launchers, with repeats")
     from simferry.sweep import add_sweep_flags
@@ -372,16 +516,38 @@ def make_parser() -> Parser:
 
     add_demo_flags(p)
     p.set_defaults(func=cmd_ddict_demo)
-    p = sub.add_parser("doctor", help="what is installed and usable here")
+    p = sub.add_parser(
+        "doctor", help="what is installed and usable here; exit 1 if the default demo cannot run"
+    )
     p.add_argument("--clean", action="store_true", help="remove data left by killed runs")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(func=cmd_doctor)
     return parser
+
+
+def add_completion_flag(parser: argparse.ArgumentParser) -> None:
+    """``--print-completion bash|zsh``: a completion script generated from this parser."""
+    try:
+        import shtab
+    except ImportError:  # shtab is a dependency; a broken install loses completion only
+        return
+    parser.add_argument(
+        "--print-completion",
+        choices=["bash", "zsh"],
+        default=argparse.SUPPRESS,
+        action=shtab.completion_action(),
+        help="print a bash or zsh completion script and exit, e.g. "
+        "'simferry --print-completion bash > ~/.local/share/bash-completion/completions/simferry'",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)  # everything simferry creates is private to the user
     parser = make_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # a bare `simferry`: what it does and how to start
+        parser.print_help()
+        return 0
     try:
         return int(args.func(args))
     except Interrupted as exc:

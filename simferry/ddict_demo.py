@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from simferry.launchers.dragon import in_runtime, missing_reason, run_under_dragon
+from simferry.launchers.dragon import (
+    in_runtime,
+    missing_reason,
+    run_under_dragon,
+    split_dragon_args,
+)
 from simferry.transports.exceptions import TransportUnavailableError
 
 MIB = 2**20
@@ -31,9 +36,19 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
         "--managers-per-node", type=int, default=2, help="DDict managers per node (default: 2)"
     )
     p.add_argument(
-        "--array-mib", type=float, default=2.0, help="size of the array each worker stores"
+        "--array-mib",
+        type=float,
+        default=2.0,
+        help="MiB of the array each worker stores (default: 2)",
     )
-    p.add_argument("--repeats", type=int, default=20, help="repeats per timed operation")
+    p.add_argument(
+        "--repeats", type=int, default=20, help="repeats per timed operation (default: 20)"
+    )
+    p.add_argument(
+        "--dragon-args",
+        help="flags for the `dragon` executable, e.g. '-t tcp' (default: none; "
+        "--single-node-override is added on a login node)",
+    )
 
 
 def cmd_ddict_demo(args: argparse.Namespace) -> int:
@@ -43,13 +58,15 @@ def cmd_ddict_demo(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be 1-256 and --managers-per-node 1-64.")
     if not 0 < args.array_mib <= 1024 or not 1 <= args.repeats <= 10_000:
         raise UsageError("--array-mib must be in (0, 1024] and --repeats 1-10000.")
+    dragon_args = split_dragon_args(args.dragon_args)
     reason = missing_reason()
     if reason:
         raise TransportUnavailableError(f"ddict-demo cannot run: {reason}")
     if not in_runtime():
         flags = ["--workers", str(args.workers), "--managers-per-node"]
         flags += [str(args.managers_per_node), "--array-mib", str(args.array_mib)]
-        return run_under_dragon(["ddict-demo", *flags, "--repeats", str(args.repeats)])
+        flags += ["--repeats", str(args.repeats)]
+        return run_under_dragon(["ddict-demo", *flags], dragon_args=dragon_args)
     demo(args.workers, args.managers_per_node, int(args.array_mib * MIB), args.repeats)
     return 0
 

@@ -12,6 +12,7 @@ job writes go to a new directory under ``runs/``.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import shutil
@@ -31,6 +32,21 @@ SCRIPT_NAME = {"pbs": "job.pbs", "slurm": "job.sbatch"}
 #: Queue, account and job names go into directive lines: keep them one plain word.
 NAME = re.compile(r"^[\w.@:+-]+$")
 WARMUP = ["--num-sims", "2", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
+#: A PBS resource value (select chunks, place, filesystems): no spaces or shell syntax.
+RESOURCE = re.compile(r"^[\w.:=+,@/-]+$")
+#: What ``--site NAME`` fills in where the flag is not given. Polaris (ALCF): whole nodes
+#: of the polaris system, one per chunk, spread over hosts; jobs must name the file
+#: systems they use; Python comes from the conda module.
+SITES: dict[str, dict[str, object]] = {
+    "polaris": {
+        "scheduler": "pbs",
+        "select": "system=polaris",
+        "place": "scatter",
+        "filesystems": "home:eagle",
+        "queue": "debug",
+        "setup": ["module use /soft/modulefiles", "module load conda"],
+    },
+}
 
 
 @dataclass
@@ -52,18 +68,32 @@ class JobRequest:
     #: Shell lines run before the environment is activated (``module load ...``).
     setup: list[str] = field(default_factory=list)
     venv: Path | None = None
+    #: A conda environment to activate instead of a venv (``CONDA_PREFIX``).
+    conda: Path | None = None
     warmup: bool = True
+    #: PBS: the resources of each chunk after its count (``ngpus=4:system=polaris``).
+    select: str | None = None
+    #: PBS: how chunks are placed on hosts (``scatter``).
+    place: str | None = None
+    #: PBS: the file systems the job uses (``home:eagle``); some sites require it.
+    filesystems: str | None = None
+    #: PBS ``-k``: output streams written straight to their final file as the job runs.
+    keep: str | None = "doe"
 
 
 def header(req: JobRequest) -> list[str]:
     if req.scheduler == "pbs":
+        chunk = f"{req.nodes}:{req.select}" if req.select else str(req.nodes)
         lines = [
             f"#PBS -N {req.job_name}",
-            f"#PBS -l select={req.nodes}",
+            f"#PBS -l select={chunk}",
             f"#PBS -l walltime={req.walltime}",
         ]
+        lines += [f"#PBS -l place={req.place}"] if req.place else []
+        lines += [f"#PBS -l filesystems={req.filesystems}"] if req.filesystems else []
         lines += [f"#PBS -q {req.queue}"] if req.queue else []
         lines += [f"#PBS -A {req.account}"] if req.account else []
+        lines += [f"#PBS -k {req.keep}"] if req.keep else []
         lines += [f"#PBS {d}" for d in req.directives]
         return [*lines, "#PBS -j oe", f"#PBS -o {req.job_dir / 'job.out'}"]
     lines = [
@@ -133,7 +163,8 @@ def warmup_command(main: list[str], job_dir: Path) -> list[str]:
 
 def job_script(req: JobRequest) -> str:
     """The job script's text: header, environment, warm-up, then the requested run."""
-    python = str(req.venv / "bin" / "python") if req.venv else sys.executable
+    env = req.venv or req.conda
+    python = str(env / "bin" / "python") if env else sys.executable
     simferry = f"{shlex.quote(python)} -m simferry"
     main = job_command(req.command, req.scheduler, req.nodes)
     if not given(main[1:], "--runs-dir") and not given(main[1:], "--out"):
@@ -149,6 +180,8 @@ def job_script(req: JobRequest) -> str:
     ]
     if req.venv:
         lines.append(f"source {shlex.quote(str(req.venv / 'bin' / 'activate'))}")
+    elif req.conda:
+        lines += conda_activation(req.conda)
     if req.warmup:
         lines += [
             "",
@@ -158,6 +191,85 @@ def job_script(req: JobRequest) -> str:
         ]
     lines += ["", f"{simferry} {shlex.join(main)}", ""]
     return "\n".join(lines)
+
+
+def conda_activation(prefix: Path) -> list[str]:
+    """Shell lines that activate a conda environment in a batch job's plain shell."""
+    return [
+        "command -v conda >/dev/null 2>&1 || { echo 'simferry: conda is not on PATH in "
+        'the job; add the line that provides it, e.g. --setup "module load conda"\' >&2; '
+        "exit 1; }",
+        'eval "$(conda shell.bash hook)"',
+        f"conda activate {shlex.quote(str(prefix))}",
+    ]
+
+
+def environment(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """(venv, conda prefix) the job activates: as given, else the one simferry runs in."""
+    venv, conda = args.venv, args.conda
+    if venv is not None and conda is not None:
+        raise UsageError("Give --venv or --conda, not both.")
+    if venv is None and conda is None:
+        if sys.prefix != sys.base_prefix:
+            venv = Path(sys.prefix)
+        elif os.environ.get("CONDA_PREFIX"):
+            conda = Path(os.environ["CONDA_PREFIX"])
+    if venv is not None:
+        venv = venv.resolve()
+        if not (venv / "bin" / "activate").is_file():
+            raise UsageError(f"{venv} is not a virtual environment (no bin/activate).")
+    if conda is not None:
+        conda = conda.resolve()
+        if not (conda / "conda-meta").is_dir():
+            raise UsageError(f"{conda} is not a conda environment (no conda-meta directory).")
+    return venv, conda
+
+
+def apply_site(args: argparse.Namespace) -> None:
+    """Fill what ``--site`` presets into the flags the user left unset."""
+    if args.site is None:
+        if args.scheduler is None:
+            raise UsageError("Give --scheduler pbs or slurm, or a --site such as polaris.")
+        return
+    preset = SITES[args.site]
+    if args.scheduler not in (None, preset["scheduler"]):
+        raise UsageError(
+            f"--site {args.site} uses --scheduler {preset['scheduler']}, not {args.scheduler}."
+        )
+    for key, value in preset.items():
+        if getattr(args, key) in (None, []):
+            setattr(args, key, value)
+
+
+def pbs_resources(args: argparse.Namespace) -> None:
+    """Check --select, --place, --filesystems and --keep (PBS only)."""
+    given = {"--select": args.select, "--place": args.place, "--filesystems": args.filesystems}
+    if args.scheduler != "pbs":
+        named = [flag for flag, value in given.items() if value]
+        if named:
+            raise UsageError(f"{', '.join(named)} are PBS resources; drop them for Slurm.")
+        return
+    if not re.fullmatch(r"n|[doe]+", args.keep or "n"):
+        raise UsageError(f"--keep takes letters of d, o and e (or n for none), not {args.keep!r}.")
+    for flag, value in given.items():
+        if value is not None and not RESOURCE.match(value):
+            raise UsageError(
+                f"{flag} takes a PBS resource value such as home:eagle, not {value!r}."
+            )
+    if args.select and re.match(r"^\d+(:|$)", args.select):
+        count, _, rest = args.select.partition(":")
+        if args.nodes not in (1, int(count)):
+            raise UsageError(
+                f"--nodes {args.nodes} and --select {args.select} ask for different node "
+                "counts; give the count in one of them."
+            )
+        args.nodes, args.select = int(count), rest or None
+    for line in args.directive:
+        if re.search(r"(^|[\s,])select=", line):
+            raise UsageError(
+                f"--directive {line!r} would give the job a second select line; put the chunk "
+                "in --select instead, e.g. --select 2:ngpus=4:system=polaris."
+            )
 
 
 def _check_command(command: list[str], scheduler: Scheduler, nodes: int) -> None:
@@ -201,6 +313,8 @@ def _check_command(command: list[str], scheduler: Scheduler, nodes: int) -> None
 
 
 def request_from_args(args: argparse.Namespace) -> JobRequest:
+    apply_site(args)
+    pbs_resources(args)
     if args.nodes < 1:
         raise UsageError(f"--nodes must be at least 1, not {args.nodes}.")
     if not WALLTIME.match(args.walltime):
@@ -219,13 +333,7 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
     if command[:1] == ["--"]:
         command = command[1:]
     _check_command(command, args.scheduler, args.nodes)
-    venv = args.venv
-    if venv is None and sys.prefix != sys.base_prefix:
-        venv = Path(sys.prefix)
-    if venv is not None:
-        venv = venv.resolve()
-        if not (venv / "bin" / "activate").is_file():
-            raise UsageError(f"{venv} is not a virtual environment (no bin/activate).")
+    venv, conda = environment(args)
     return JobRequest(
         scheduler=args.scheduler,
         nodes=args.nodes,
@@ -239,7 +347,12 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
         directives=list(args.directive),
         setup=list(args.setup),
         venv=venv,
+        conda=conda,
         warmup=not args.no_warmup,
+        select=args.select,
+        place=args.place,
+        filesystems=args.filesystems,
+        keep=args.keep if args.scheduler == "pbs" and args.keep != "n" else None,
     )
 
 
@@ -248,6 +361,13 @@ def submit_command(args: argparse.Namespace) -> int:
     from simferry.records import make_run_dir
 
     req = request_from_args(args)
+    named = req.filesystems or any("filesystems=" in d for d in req.directives)
+    if req.scheduler == "pbs" and not named:
+        print(
+            "simferry: warning: no --filesystems given; sites such as ALCF Polaris reject "
+            "a PBS job that does not name them (e.g. --filesystems home:eagle).",
+            file=sys.stderr,
+        )
     tool = SUBMIT_COMMAND[req.scheduler]
     exe = shutil.which(tool)
     if exe is None and not args.dry_run:
@@ -283,7 +403,36 @@ def submit_command(args: argparse.Namespace) -> int:
 
 
 def add_submit_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheduler", choices=["pbs", "slurm"], required=True)
+    p.add_argument(
+        "--scheduler",
+        choices=["pbs", "slurm"],
+        help="the batch system: PBS Pro (qsub) or Slurm (sbatch); required unless --site sets it",
+    )
+    p.add_argument(
+        "--site",
+        choices=sorted(SITES),
+        help="fill a site's defaults for the flags not given; polaris: --scheduler pbs "
+        "--select system=polaris --place scatter --filesystems home:eagle --queue debug "
+        "--setup 'module use /soft/modulefiles' --setup 'module load conda' (default: none)",
+    )
+    g = p.add_argument_group("PBS resources")
+    g.add_argument(
+        "--select",
+        help="the chunk spec of '-l select=': a count and resources, e.g. "
+        "2:ngpus=4:system=polaris, or resources only, after --nodes (default: --nodes alone)",
+    )
+    g.add_argument("--place", help="'-l place=', e.g. scatter (default: none)")
+    g.add_argument(
+        "--filesystems",
+        help="'-l filesystems=', e.g. home:eagle; Polaris rejects a job without it "
+        "(default: none, with a warning)",
+    )
+    g.add_argument(
+        "--keep",
+        default="doe",
+        help="'-k': streams written straight to job.out while the job runs; n for none "
+        "(default: doe)",
+    )
     p.add_argument("--nodes", type=int, default=1, help="nodes to request (default: 1)")
     p.add_argument("--walltime", default="01:00:00", help="HH:MM:SS (default: 01:00:00)")
     p.add_argument("--queue", help="PBS queue / Slurm partition")
@@ -293,8 +442,8 @@ def add_submit_flags(p: argparse.ArgumentParser) -> None:
         "--directive",
         action="append",
         default=[],
-        help="extra scheduler line without its #PBS/#SBATCH prefix, e.g. "
-        "'-l filesystems=home:eagle' (repeatable)",
+        help="extra scheduler line without its #PBS/#SBATCH prefix, e.g. '-m abe' or "
+        "'--gpus-per-node=4' (repeatable)",
     )
     p.add_argument(
         "--setup",
@@ -306,9 +455,18 @@ def add_submit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--venv", type=Path, help="virtual environment to activate (default: the current one)"
     )
+    p.add_argument(
+        "--conda",
+        type=Path,
+        help="conda environment to activate, e.g. $CONDA_PREFIX (default: the current one "
+        "when no virtual environment is active)",
+    )
     p.add_argument("--no-warmup", action="store_true", help="skip the short warm-up run")
     p.add_argument(
-        "--runs-dir", type=Path, default=Path("runs"), help="where the job directory goes"
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        help="where the job directory goes (default: runs)",
     )
     p.add_argument("--dry-run", action="store_true", help="write and print the script only")
     p.add_argument(

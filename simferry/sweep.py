@@ -25,7 +25,18 @@ from simferry.records import make_run_dir, read_summary, utc_stamp, write_json
 #: Flags whose values are comma-separated lists in a sweep.
 GRID_FLAGS = {"num_sims": "--num-sims", "grid_size": "--grid-size", "nodes": "--nodes"}
 #: Arguments of the sweep itself, never passed to a run's configuration.
-OWN_ARGS = {"command", "func", "quiet", "transports", "launchers", "repeat", "out", "runs_dir"}
+OWN_ARGS = {
+    "command",
+    "func",
+    "quiet",
+    "json",
+    "config",
+    "transports",
+    "launchers",
+    "repeat",
+    "out",
+    "runs_dir",
+}
 
 
 class Point(NamedTuple):
@@ -43,16 +54,36 @@ class Point(NamedTuple):
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
-    from simferry.cli import add_model_flags
+    from simferry.cli import ALIASES, add_model_flags, add_output_flags
 
     g = p.add_argument_group("grid (comma-separated lists)")
-    g.add_argument("--num-sims", "--num_sims", dest="num_sims", help="e.g. 4,8 (default: 8)")
     g.add_argument(
-        "--grid-size", "--grid_size", dest="grid_size", help="e.g. 64,128 (default: 256)"
+        "--num-sims",
+        *ALIASES["num_sims"],
+        dest="num_sims",
+        help="simulation counts, e.g. 4,8 (default: 8, or --config's)",
     )
-    g.add_argument("--nodes", help="node counts, e.g. 1,2 (default: 1)")
-    g.add_argument("--transports", help="default: every transport usable here")
-    g.add_argument("--launchers", default="local", help="default: local")
+    g.add_argument(
+        "--grid-size",
+        *ALIASES["grid_size"],
+        dest="grid_size",
+        help="grid sizes, e.g. 64,128 (default: 256, or --config's)",
+    )
+    g.add_argument("--nodes", help="node counts, e.g. 1,2 (default: 1, or --config's)")
+    g.add_argument(
+        "--transports",
+        metavar="NAME,NAME",
+        help="transports, of "
+        + ", ".join(sorted(plugins.transports()))
+        + " (default: --config's, else every transport usable here)",
+    )
+    g.add_argument(
+        "--launchers",
+        metavar="NAME,NAME",
+        help="launchers, of "
+        + ", ".join(sorted(plugins.launchers()))
+        + " (default: --config's, else local)",
+    )
     g.add_argument("--repeat", type=int, default=1, help="runs per point (default: 1)")
     g.add_argument(
         "--out", type=Path, help="sweep directory; reuse one to resume (default: a new one)"
@@ -62,8 +93,19 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("launcher and transport options")
     for cls in [*plugins.launchers().values(), *plugins.transports().values()]:
         add_model_flags(group, cls, seen)
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        help="where the sweep directory goes unless --out names one (default: runs)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="a config.toml whose settings every point starts from; flags override it "
+        "(default: none)",
+    )
+    add_output_flags(p)
 
 
 def parse_list(text: str | None, flag: str, default: Sequence[Any], kind: type = str) -> list[Any]:
@@ -81,17 +123,30 @@ def parse_list(text: str | None, flag: str, default: Sequence[Any], kind: type =
     return list(dict.fromkeys(values))
 
 
+def base_config(args: argparse.Namespace) -> RunConfig | None:
+    """The --config every point starts from, if one was given."""
+    path = getattr(args, "config", None)
+    return load_config(path) if path else None
+
+
 def grid(args: argparse.Namespace) -> list[Point]:
-    defaults = WorkloadConfig()
-    transports = parse_list(args.transports, "--transports", list(plugins.transports()))
-    launchers = parse_list(args.launchers, "--launchers", ["local"])
+    base = base_config(args)
+    defaults = base.workload if base else WorkloadConfig()
+    transports = parse_list(
+        args.transports,
+        "--transports",
+        [base.transport.name] if base else list(plugins.transports()),
+    )
+    launchers = parse_list(args.launchers, "--launchers", [base.launcher.name if base else "local"])
     for name in transports:
         plugins.transport_config_class(name)  # unknown names fail before anything runs
     for name in launchers:
         plugins.launcher_config_class(name)
     sims = parse_list(args.num_sims, "--num-sims", [defaults.num_sims], int)
     sizes = parse_list(args.grid_size, "--grid-size", [defaults.grid_size], int)
-    nodes = parse_list(args.nodes, "--nodes", [1], int)
+    nodes = parse_list(
+        args.nodes, "--nodes", [getattr(base and base.launcher, "nodes", None) or 1], int
+    )
     if args.repeat < 1:
         raise UsageError(f"--repeat must be at least 1, not {args.repeat}.")
     return [
@@ -113,7 +168,15 @@ def run_options(args: argparse.Namespace, points: Sequence[Point]) -> dict[str, 
     if unused:
         flags = ", ".join("--" + k.replace("_", "-") for k in unused)
         raise UsageError(f"{flags} does not apply to any launcher or transport in this sweep.")
-    return values
+    base = base_config(args)
+    if base is None:
+        return values
+    # The config's settings, under the flags; each point takes those its plug-ins have.
+    start: dict[str, Any] = {}
+    for part in (base.workload, base.launcher, base.transport):
+        start.update(part.model_dump(exclude_none=True))
+    start.pop("name", None)
+    return {**{k: v for k, v in start.items() if k not in GRID_FLAGS}, **values}
 
 
 def implementation_label(point: Point) -> str:
@@ -217,10 +280,11 @@ class SweepProgress:
             self.bars.update(self.task, completed=self.done, eta=self.eta(), description=self.label)
             self.bars.refresh()
 
-    def message(self, text: str) -> None:
+    def message(self, text: str, always: bool = False) -> None:
+        """A line above the bar; errors and skips (``always``) are shown under --quiet too."""
         if self.bars is not None:
             self.bars.console.print(text)
-        elif not self.quiet:
+        elif always or not self.quiet:
             print(text, file=sys.stderr, flush=True)
 
     def start_run(self, label: str, tasks: int) -> None:
@@ -349,14 +413,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     sweep.scan()
     total = len(sweep.configs) * args.repeat
     todo = sweep.todo()
-    progress = SweepProgress(total, total - todo, args.quiet)
+    progress = SweepProgress(total, total - todo, args.quiet or args.json)
     progress.message(
         f"sweep: {len(points)} point(s) x {args.repeat} repeat(s) in {out}; "
         f"{total - todo} run(s) already finished, {todo} to go"
         + (f", {len(sweep.skipped)} point(s) skipped" if sweep.skipped else "")
     )
     for p, reason in sweep.skipped.items():
-        progress.message(f"skipping {p.describe()}: {reason}")
+        progress.message(f"skipping {p.describe()}: {reason}", always=True)
     sweep.write_manifest()
     try:
         for p, cfg in sweep.configs.items():
@@ -378,7 +442,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                     # A configuration that fails once is not retried within this sweep.
                     new = sorted(set(out.iterdir()) - before)
                     sweep.failed[p] = (str(exc), new[0] if new else None)
-                    progress.message(f"{p.describe()} failed: {exc}")
+                    progress.message(f"{p.describe()} failed: {exc}", always=True)
                     progress.finish_run(time.perf_counter() - t0)
                     break
                 sweep.runs[p].append(run_dir)
@@ -397,7 +461,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     finally:
         progress.stop()
     sweep.write_manifest()
-    text = write_report(sweep.summaries(), out)
+    summaries = sweep.summaries()
+    text = write_report(summaries, out)
+    if args.json:
+        from simferry.cli import print_json
+
+        print_json({"out": out, "runs": summaries})
+        return 1 if sweep.failed else 0
+    if args.quiet:
+        return 1 if sweep.failed else 0
     print(text, end="")
     ran = sum(len(r) for r in sweep.runs.values()) - (total - todo)
     print(f"sweep: {total - todo} finished run(s) reused, {ran} run(s) done now, in {out}")

@@ -240,7 +240,7 @@ def mean_io(records: list[TaskRecord]) -> float:
 def task_failure(what: str, exc: BaseException) -> SimferryError:
     if isinstance(exc, SimferryError):
         return exc
-    detail = str(exc) or type(exc).__name__
+    detail = str(exc).rstrip(".") or type(exc).__name__
     return RunFailure(f"{what} failed: {detail}.")
 
 

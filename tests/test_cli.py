@@ -16,8 +16,10 @@ BAD = [
     (["run", "--grid-size", "99999999"], "grid-size"),
     (["run", "--step-seconds", "-1"], "step-seconds"),
     (["run", "--trainers", "0"], "trainers"),
-    (["run", "--transport", "carrier-pigeon"], "Unknown transport"),
-    (["run", "--launcher", "nope"], "Unknown launcher"),
+    (["run", "--transport", "carrier-pigeon"], "invalid choice"),
+    (["run", "--launcher", "nope"], "invalid choice"),
+    (["run", "--sim", "2"], "unrecognized arguments: --sim"),  # never --sim-workers
+    (["compare", "--repeat", "0"], "--repeat must be at least 1"),
     (["run", "--mode", "sideways"], "invalid choice"),
     (["run", "--transport", "shm", "--data-dir", "/tmp"], "does not apply"),
     (["run", "--num-sims", "100000", "--grid-size", "4096", "--step-seconds", "0"], "GiB"),

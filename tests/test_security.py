@@ -17,7 +17,7 @@ from simferry import plugins
 from simferry.config import build
 from simferry.errors import UsageError
 from simferry.transports.base import RunContext, SampleKey
-from simferry.workflow import check_run
+from simferry.workflow import check_run, task_failure
 
 from .helpers import only_run_dir, simferry
 from .leaks import kill_session, session_processes, start_cli, wait_gone
@@ -175,9 +175,12 @@ def test_a_planted_pickle_is_never_loaded(factory: str, run_ctx: RunContext) -> 
         evil = np.empty(1, dtype=object)
         evil[0] = _Payload(marker)
         np.save(path, evil, allow_pickle=True)  # another user's (or a stale run's) file
-        with pytest.raises(ValueError, match=r"pickle|Python objects"):
+        with pytest.raises(ValueError, match=r"pickle|Python objects") as info:
             owner.get(key)
         assert not marker.exists()
+        # What the run prints: one sentence with one full stop at its end.
+        said = str(task_failure("trainer 0", info.value))
+        assert said.endswith("never unpickled.") and not said.endswith("..")
     finally:
         owner.close()
 

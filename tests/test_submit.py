@@ -222,7 +222,7 @@ def test_a_refused_submission_is_one_sentence(
 def test_generated_script_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The script itself works: bash runs the warm-up and the run (local launcher here)."""
     args = ["--scheduler", "slurm", "--dry-run", "--", "run", "--launcher", "local"]
-    args += ["--num-sims", "2", "--grid-size", "16", "--step-seconds", "0", "--quiet"]
+    args += ["--num-sims", "2", "--grid-size", "16", "--step-seconds", "0"]
     assert submit(args, capsys)[0] == 0
     job_dir = only_run_dir(tmp_path / "runs")
     proc = subprocess.run(
@@ -234,3 +234,95 @@ def test_generated_script_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     warm = [p for p in (job_dir / "warmup").iterdir() if (p / "summary.json").exists()]
     assert len(runs) == 1 and len(warm) == 1
     assert runs[0].name.endswith("-local-filesystem")
+
+
+# --- site resources: PBS chunks, placement, file systems; conda ---------------------------
+
+
+def script_of(tmp_path: Path, scheduler: str = "pbs") -> str:
+    job_dir = only_run_dir(tmp_path / "runs")
+    return (job_dir / f"job.{'pbs' if scheduler == 'pbs' else 'sbatch'}").read_text()
+
+
+def test_polaris_site_fills_its_resources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--site", "polaris", "--nodes", "2", "--account", "ALCFAITP", "--dry-run", *RUN]
+    code, _, err = submit(args, capsys)
+    assert code == 0, err
+    assert "warning" not in err
+    lines = script_of(tmp_path).splitlines()
+    for directive in (
+        "#PBS -l select=2:system=polaris",
+        "#PBS -l place=scatter",
+        "#PBS -l filesystems=home:eagle",
+        "#PBS -q debug",
+        "#PBS -A ALCFAITP",
+        "#PBS -k doe",
+    ):
+        assert directive in lines
+    assert [line for line in lines if "select=" in line] == ["#PBS -l select=2:system=polaris"]
+    assert lines.index("module load conda") < lines.index("set -eo pipefail") + 4
+    argv = command_line("\n".join(lines))
+    assert argv[argv.index("--provider") + 1] == "pbs"
+    assert argv[argv.index("--nodes") + 1] == "2"  # the select chunk's count, inside the job too
+
+
+def test_a_full_chunk_spec_sets_the_node_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--scheduler", "pbs", "--select", "2:ngpus=4:system=polaris", "--place", "scatter"]
+    args += ["--filesystems", "home:eagle", "--keep", "n", "--dry-run", *RUN]
+    assert submit(args, capsys)[0] == 0
+    lines = script_of(tmp_path).splitlines()
+    assert "#PBS -l select=2:ngpus=4:system=polaris" in lines
+    assert "#PBS -l place=scatter" in lines and "#PBS -l filesystems=home:eagle" in lines
+    assert not [line for line in lines if line.startswith("#PBS -k")]
+
+
+def test_pbs_without_filesystems_warns_once(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = submit(["--scheduler", "pbs", "--dry-run", *RUN], capsys)
+    assert code == 0
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "--filesystems home:eagle" in warnings[0]
+    code, _, err = submit(["--scheduler", "slurm", "--dry-run", *RUN], capsys)
+    assert code == 0 and "warning" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--scheduler", "pbs", "--directive", "-l select=2:ngpus=4"], "second select line"),
+        (["--scheduler", "pbs", "--nodes", "4", "--select", "2:ngpus=4"], "different node"),
+        (["--scheduler", "pbs", "--place", "scatter; rm -rf ~"], "PBS resource value"),
+        (["--scheduler", "pbs", "--keep", "xyz"], "--keep takes"),
+        (["--scheduler", "slurm", "--filesystems", "home"], "PBS resources"),
+        (["--site", "polaris", "--scheduler", "slurm"], "uses --scheduler pbs"),
+        ([], "Give --scheduler"),
+        (["--scheduler", "pbs", "--conda", "/nonexistent"], "not a conda environment"),
+    ],
+)
+def test_bad_site_resources_are_one_sentence(
+    args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = submit(["--dry-run", *args, *RUN], capsys)
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_conda_environment_is_activated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = tmp_path / "envs" / "simferry"
+    (env / "conda-meta").mkdir(parents=True)
+    monkeypatch.setattr(sys, "prefix", sys.base_prefix)  # no venv: the conda env is current
+    monkeypatch.setenv("CONDA_PREFIX", str(env))
+    assert submit(["--scheduler", "slurm", "--dry-run", *RUN], capsys)[0] == 0
+    script = script_of(tmp_path, "slurm")
+    lines = script.splitlines()
+    assert 'eval "$(conda shell.bash hook)"' in lines
+    assert f"conda activate {env.resolve()}" in lines
+    assert "bin/activate" not in script
+    assert command_line(script)[0] == str(env.resolve() / "bin" / "python")
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0

@@ -51,7 +51,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_points(tmp_path: Pat
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["points"][0]["runs"] == [first.name]
 
-    again = simferry(*argv, "--quiet", cwd=tmp_path, check=True)
+    again = simferry(*argv, cwd=tmp_path, check=True)
     assert "1 finished run(s) reused, 1 run(s) done now" in again.stdout
     runs = ok_runs(out)
     assert len(runs) == 2 and first in runs
@@ -61,7 +61,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_points(tmp_path: Pat
     assert "## Spread across repeats" in table
 
     before = set(out.iterdir())
-    third = simferry(*argv, "--quiet", cwd=tmp_path, check=True)
+    third = simferry(*argv, cwd=tmp_path, check=True)
     assert "2 finished run(s) reused, 0 run(s) done now" in third.stdout
     assert {p for p in out.iterdir() if p.is_dir()} == {p for p in before if p.is_dir()}
 

@@ -21,6 +21,7 @@ import importlib.util
 import itertools
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,14 +29,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from simferry.errors import Interrupted, RunFailure
+from simferry.errors import Interrupted, RunFailure, UsageError
 from simferry.launchers.base import LauncherConfig, Role, WorkerLost
 from simferry.launchers.local import TaskNotes, tracked, warm_trainer
 from simferry.plugins import register_launcher
@@ -99,6 +101,62 @@ def missing_reason() -> str | None:
             f"the `dragon` executable of dragonhpc is not on PATH; {INSTALL} in this environment."
         )
     return None
+
+
+#: Workload managers Dragon detects by their client on PATH, with the variable that a job
+#: of theirs sets. A client without that variable is a login node: Dragon then refuses to
+#: start unless told it runs on this one node.
+WORKLOAD_MANAGERS = (("Slurm", "srun", "SLURM_JOB_ID"), ("PBS", "qstat", "PBS_JOBID"))
+#: ``dragon`` flags that choose the launch mode themselves; given, simferry adds none.
+MODE_FLAGS = ("-s", "--single-node-override", "-m", "--multi-node-override", "-w", "--wlm")
+SINGLE_NODE_ENV = "DRAGON_SINGLE_NODE_OVERRIDE"
+
+
+def login_node() -> str | None:
+    """The workload manager whose client is here without an allocation, e.g. "Slurm (srun)".
+
+    ``None`` inside a job of any of them (Dragon then runs on the job's nodes) and where
+    none is installed.
+    """
+    if any(job in os.environ for _, _, job in WORKLOAD_MANAGERS):  # as Dragon checks
+        return None
+    for name, client, _ in WORKLOAD_MANAGERS:
+        if shutil.which(client):
+            return f"{name} ({client})"
+    return None
+
+
+def launch_flags(user: list[str]) -> list[str]:
+    """Flags for ``dragon``: the user's, plus ``--single-node-override`` on a login node."""
+    chose = SINGLE_NODE_ENV in os.environ or any(
+        arg == flag or arg.startswith(flag + "=") for arg in user for flag in MODE_FLAGS
+    )
+    if chose or login_node() is None:
+        return list(user)
+    return ["--single-node-override", *user]
+
+
+def login_node_note() -> str | None:
+    """What ``doctor`` says about starting Dragon here, when it is a login node."""
+    where = login_node()
+    if where is None or not dragon_installed():
+        return None
+    return (
+        f"a {where} client without an allocation (a login node): simferry starts Dragon "
+        "with --single-node-override, on this node only"
+    )
+
+
+def split_dragon_args(text: str | None) -> list[str]:
+    """``--dragon-args`` as a list, split like a shell line."""
+    if not text:
+        return []
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(
+            f"--dragon-args {text!r} cannot be split like a shell line: {exc}."
+        ) from None
 
 
 def require_runtime(what: str) -> None:
@@ -323,9 +381,21 @@ class DragonConfig(LauncherConfig):
     sim_workers: int | None = Field(
         None, ge=1, le=100_000, description="simulation processes (default: min(num_sims, cores))"
     )
+    dragon_args: str | None = Field(
+        None,
+        max_length=1000,
+        description="flags for the `dragon` executable when simferry starts the runtime, "
+        "e.g. '-t tcp' (default: none; --single-node-override is added on a login node)",
+    )
 
     def unavailable_reason(self) -> str | None:
         return missing_reason()
+
+    @field_validator("dragon_args")
+    @classmethod
+    def _splits(cls, text: str | None) -> str | None:
+        split_dragon_args(text)  # refused now, not when the runtime starts
+        return text
 
     def node_count(self) -> int:
         if not in_runtime():
@@ -390,14 +460,24 @@ def run_config_under_dragon(
         path = Path(tmp) / "config.toml"
         path.write_text(tomli_w.dumps(drop_none(cfg.dump())), encoding="utf-8")
         args = ["run", "--config", str(path)] + (["--quiet"] if quiet else [])
-        code = run_under_dragon(args, None if echo else (lambda line: None))
+        flags = split_dragon_args(getattr(cfg.launcher, "dragon_args", None))
+        code = run_under_dragon(args, None if echo else (lambda line: None), flags)
     # The child made exactly one new run directory (a failed run prints no path).
     made = sorted(set(runs.iterdir()) - before) if runs.is_dir() else []
     return code, (made[-1] if made else None)
 
 
-def run_under_dragon(args: list[str], collect: Callable[[str], None] | None = None) -> int:
-    """``dragon -- python -m simferry ARGS`` from a plain shell; returns its exit code.
+def run_under_dragon(
+    args: list[str],
+    collect: Callable[[str], None] | None = None,
+    dragon_args: list[str] | None = None,
+) -> int:
+    """``dragon [FLAGS] -- python -m simferry ARGS`` from a plain shell; its exit code.
+
+    ``dragon_args`` go to the ``dragon`` executable (``launch_flags`` adds
+    ``--single-node-override`` on a login node). What Dragon prints on stderr before
+    simferry starts inside it is held back: on success it is shown then, and when Dragon
+    refuses to start its last line (its reason) is quoted in the error.
 
     Not a new session: Dragon's local services call ``setpgid(0, 0)``, which a session
     leader may not, and the runtime then hangs at start-up. That call also takes Dragon
@@ -414,7 +494,8 @@ def run_under_dragon(args: list[str], collect: Callable[[str], None] | None = No
     # Dragon runs its helper executables (dragon-config, ...) from PATH.
     env["PATH"] = f"{exe.parent}{os.pathsep}{env.get('PATH', '')}"
     env[BOOT_ENV] = repr(time.time())
-    cmd = [str(exe), "--", sys.executable, "-m", "simferry", *args]
+    cmd = [str(exe), *launch_flags(dragon_args or []), "--", sys.executable, "-m", "simferry"]
+    cmd += args
     signals: list[int] = []
 
     def note(signum: int, _frame: Any) -> None:
@@ -422,33 +503,95 @@ def run_under_dragon(args: list[str], collect: Callable[[str], None] | None = No
 
     previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
-        assert proc.stdout is not None
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        assert proc.stdout is not None and proc.stderr is not None
         pump = threading.Thread(target=_pump, args=(proc.stdout, collect), daemon=True)
         pump.start()
-        outcome = _supervise(proc, signals)
+        relay = HeldStderr(proc.stderr)
+        outcome = _supervise(proc, signals, relay.release)
         pump.join(timeout=5)
+        relay.join(timeout=5)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
     if outcome != "ran":
         if signals:
             raise Interrupted(signals[0])
-        what = (
-            f"did not start within {start_timeout():.0f} s and was stopped"
-            if outcome == "stuck"
-            else f"did not start (dragon exited with code {proc.returncode})"
-        )
+        if outcome == "stuck":
+            raise TransportUnavailableError(
+                f"The Dragon runtime did not start within {start_timeout():.0f} s and was "
+                "stopped; check the free space in /dev/shm (Dragon reserves several GB there) "
+                "and run `dragon-cleanup` if an earlier runtime is stuck."
+            )
+        reason = relay.reason()
         raise TransportUnavailableError(
-            f"The Dragon runtime {what}; check the free space in /dev/shm (Dragon reserves "
-            "several GB there) and run `dragon-cleanup` if an earlier runtime is stuck."
+            f"The Dragon runtime did not start (dragon exited with code {proc.returncode}): "
+            + (
+                reason.rstrip(".") + "."
+                if reason
+                else "check the free space in /dev/shm (Dragon reserves several GB there) "
+                "and run `dragon-cleanup` if an earlier runtime is stuck."
+            )
         )
     # Interrupted, the child already said so and exited 128 + signal.
     return proc.returncode
 
 
-def _supervise(proc: subprocess.Popen[str], signals: list[int]) -> str:
+class HeldStderr:
+    """Dragon's stderr, held until simferry starts inside the runtime, then passed on.
+
+    Before that, anything Dragon prints is about its own start-up -- when it refuses, a
+    traceback whose last line is its reason -- which ``reason`` quotes instead.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.held: deque[str] = deque(maxlen=200)
+        self.released = False
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self.lock:
+                if not self.released:
+                    self.held.append(line)
+                    continue
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    def release(self) -> None:
+        """simferry runs inside: show what was held and pass the rest straight on."""
+        with self.lock:
+            self.released = True
+            sys.stderr.write("".join(self.held))
+            sys.stderr.flush()
+            self.held.clear()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def reason(self) -> str | None:
+        """Dragon's own words for refusing: its exception's message, else its last line."""
+        with self.lock:
+            lines = [line.strip() for line in self.held if line.strip()]
+        for line in reversed(lines):
+            found = re.match(r"^(?:[\w.]+(?:Error|Exception)|\S*dragon: error): (.+)$", line)
+            if found:
+                return found.group(1)
+        return lines[-1] if lines else None
+
+
+def _supervise(
+    proc: subprocess.Popen[str],
+    signals: list[int],
+    started: Callable[[], None] = lambda: None,
+) -> str:
     """Wait for ``dragon``, passing signals on: "ran", "exited" (early) or "stuck".
+
+    ``started`` is called once simferry runs inside the runtime.
 
     Dragon hangs instead of exiting when its local services fail to start, and so may a
     launcher interrupted while it boots; either way it is stopped here, with what it made.
@@ -460,6 +603,8 @@ def _supervise(proc: subprocess.Popen[str], signals: list[int]) -> str:
     while proc.poll() is None:
         if head is None:
             head = _head(proc.pid)
+            if head is not None:
+                started()
         if signals and not first_signal:
             first_signal = time.monotonic()
         if head is not None and len(signals) > forwarded:

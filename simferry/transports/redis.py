@@ -122,6 +122,21 @@ def _resolve(host: str) -> str:
         ) from None
 
 
+#: Servers already warned about in this process (``compare`` checks each run).
+_WARNED_OPEN: set[str] = set()
+
+
+def warn_open_server(where: str) -> None:
+    """Say once that a server taking no password exposes the run's samples."""
+    if where not in _WARNED_OPEN:
+        _WARNED_OPEN.add(where)
+        print(
+            f"simferry: warning: the Redis server at {where} requires no password, so anyone "
+            "who can reach it can read this run's samples.",
+            file=sys.stderr,
+        )
+
+
 def connection_problem(exc: Exception, where: str) -> str:
     """One sentence for a failure to reach or log in to a Redis server."""
     if redis is not None and isinstance(exc, redis.exceptions.AuthenticationError):
@@ -551,6 +566,8 @@ class RedisConfig(TransportConfig):
         client = make_client(spec.url, spec.password_value(), socket_timeout=5.0)
         try:
             client.ping()
+            if spec.password_value() is None:
+                warn_open_server(spec.where)
             try:
                 mem = client.info("memory")
             except redis.exceptions.ResponseError:

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ needs_dragon = pytest.mark.skipif(
     reason=dragon.missing_reason() or "starts its own Dragon runtime",
 )
 SMALL = ["--num-sims", "4", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
+#: The same, with the tables printed (``--quiet`` prints nothing but errors).
+SHOWN = SMALL[:-1]
 
 
 class ShmWatch:
@@ -89,7 +92,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[i
 @pytest.mark.integration
 @needs_dragon
 def test_filesystem_run_typed_in_a_plain_shell(tmp_path: Path) -> None:
-    args = ["run", "--launcher", "dragon", "--transport", "filesystem", *SMALL]
+    args = ["run", "--launcher", "dragon", "--transport", "filesystem", *SHOWN]
     code, out, err = run_cli(*args, cwd=tmp_path)
     assert code == 0, err
     assert "DragonHPC + file system" in out
@@ -103,7 +106,7 @@ def test_filesystem_run_typed_in_a_plain_shell(tmp_path: Path) -> None:
 @pytest.mark.integration
 @needs_dragon
 def test_compare_with_the_local_launcher_includes_the_dragon_ddict_row(tmp_path: Path) -> None:
-    args = ["compare", "--transports", "futures,ddict", "--trainers", "2", *SMALL]
+    args = ["compare", "--transports", "futures,ddict", "--trainers", "2", *SHOWN]
     code, out, err = run_cli(*args, cwd=tmp_path)
     assert code == 0, err
     assert "Local + futures" in out and "DragonHPC + DDict" in out
@@ -157,7 +160,7 @@ def test_killed_workers_are_retried_and_nothing_is_lost(tmp_path: Path, mode: st
     once = tmp_path / "fired"
     once.mkdir()
     fault = f"kill-sim:1:2@{once / 'sim'},kill-train:0:17@{once / 'train'}"
-    args = ["run", "--launcher", "dragon", "--transport", "ddict", "--mode", mode, *SMALL]
+    args = ["run", "--launcher", "dragon", "--transport", "ddict", "--mode", mode, *SHOWN]
     code, out, err = run_cli(*args, cwd=tmp_path, env={"SIMFERRY_FAULT": fault})
     assert code == 0, err
     assert sorted(p.name for p in once.iterdir()) == ["sim", "train"], "a fault never fired"
@@ -189,7 +192,7 @@ def test_a_worker_killed_before_it_noted_its_task_is_retried(tmp_path: Path) -> 
 @needs_dragon
 def test_sweep_over_the_dragon_launcher_typed_in_a_plain_shell(tmp_path: Path) -> None:
     args = ["sweep", "--launchers", "dragon", "--transports", "ddict", "--repeat", "2"]
-    code, out, err = run_cli(*args, *SMALL, "--out", "sw", cwd=tmp_path)
+    code, out, err = run_cli(*args, *SHOWN, "--out", "sw", cwd=tmp_path)
     assert code == 0, err
     assert "| DragonHPC + DDict | 1 |" in out and "| 2 |" in out, out
     runs = [p for p in (tmp_path / "sw").iterdir() if (p / "summary.json").exists()]
@@ -341,7 +344,7 @@ def test_compare_without_dragonhpc_skips_the_row_with_the_reason(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(dragon, "dragon_installed", lambda: False)
-    assert main(["compare", "--transports", "futures,ddict", *SMALL]) == 0
+    assert main(["compare", "--transports", "futures,ddict", *SHOWN]) == 0
     captured = capsys.readouterr()
     assert "skipping DragonHPC + DDict: dragonhpc is not installed" in captured.err
     assert "Local + futures" in captured.out
@@ -358,3 +361,109 @@ def test_dragon_objects_outside_the_runtime_are_refused(tmp_path: Path) -> None:
         DDictConfig().start(RunContext(tmp_path, "t", 2**20))
     with pytest.raises(TransportUnavailableError, match="needs the Dragon runtime"):
         dragon.DragonConfig().start(1, None, tmp_path)
+
+
+# --- a login node: a workload manager's client, no allocation ---------------------------
+
+in_a_job = pytest.mark.skipif(
+    any(job in os.environ for _, _, job in dragon.WORKLOAD_MANAGERS),
+    reason="runs inside a batch job, where Dragon uses the allocation",
+)
+
+
+def fake_client(bin_dir: Path, name: str = "srun") -> Path:
+    """A workload manager's client that is never meant to run: Dragon only looks for it."""
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\necho 'fake client: not for use' >&2\nexit 1\n")
+    path.chmod(0o755)
+    return path
+
+
+@in_a_job
+def test_a_client_without_an_allocation_is_a_login_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(dragon.SINGLE_NODE_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    (tmp_path / "bin").mkdir()
+    assert dragon.login_node() is None
+    assert dragon.launch_flags(["-t", "tcp"]) == ["-t", "tcp"]
+    fake_client(tmp_path / "bin", "qstat")
+    assert dragon.login_node() == "PBS (qstat)"
+    fake_client(tmp_path / "bin", "srun")
+    assert dragon.login_node() == "Slurm (srun)"
+    assert dragon.launch_flags([]) == ["--single-node-override"]
+    assert dragon.launch_flags(["-t", "tcp"]) == ["--single-node-override", "-t", "tcp"]
+    for chosen in (["--wlm", "slurm"], ["--wlm=slurm"], ["-m"], ["-s"]):
+        assert dragon.launch_flags(chosen) == chosen, "the user's own launch mode is kept"
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert dragon.login_node() is None, "inside a job Dragon runs on its nodes"
+
+
+def test_dragons_own_reason_is_quoted() -> None:
+    import io
+
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "dragon", line 8, in <module>\n'
+        "RuntimeError: Dragon detected one or more workload managers, however, no active "
+        "job allocations were found.\n"
+    )
+    held = dragon.HeldStderr(io.StringIO(traceback))
+    held.join(5)
+    assert held.reason() == (
+        "Dragon detected one or more workload managers, however, no active job "
+        "allocations were found."
+    )
+    held = dragon.HeldStderr(io.StringIO("usage: dragon [-h]\ndragon: error: bad flag -q\n"))
+    held.join(5)
+    assert held.reason() == "bad flag -q"
+
+
+def test_dragon_args_that_do_not_split_are_refused() -> None:
+    from simferry.config import build
+    from simferry.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot be split like a shell line"):
+        build({}, {"name": "dragon", "dragon_args": "-t 'tcp"}, {"name": "filesystem"})
+
+
+@pytest.mark.integration
+@needs_dragon
+@in_a_job
+def test_on_a_login_node_dragon_starts_on_this_node(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    fake_client(bin_dir)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    os.environ.pop(dragon.SINGLE_NODE_ENV, None)
+    args = ["run", "--launcher", "dragon", "--transport", "filesystem", *SMALL]
+    code, _, err = run_cli(*args, "--dragon-args", "-t tcp", cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert summary(only_run_dir(tmp_path / "runs"))["status"] == "ok"
+    doctor = subprocess.run(
+        [sys.executable, "-m", "simferry", "doctor"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert "Slurm (srun) client without an allocation" in doctor.stdout
+    assert doctor.returncode == 0, doctor.stderr
+
+
+@pytest.mark.integration
+@needs_dragon
+@in_a_job
+def test_when_dragon_refuses_its_reason_is_shown_in_one_sentence(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    fake_client(bin_dir)
+    # The user turned the override off: Dragon refuses, and says why.
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", dragon.SINGLE_NODE_ENV: "false"}
+    args = ["run", "--launcher", "dragon", "--transport", "filesystem", *SMALL]
+    proc = start_cli(*args, cwd=tmp_path, env=env)
+    _, err = proc.communicate(timeout=120)
+    kill_session(proc.pid)
+    assert proc.returncode == 2, err
+    assert "no active job allocations were found" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

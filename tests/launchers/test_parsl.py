@@ -25,6 +25,8 @@ from ..helpers import only_run_dir, records, summary
 pytestmark = pytest.mark.integration
 
 SMALL = ["--num-sims", "4", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
+#: The same, with the tables printed (``--quiet`` prints nothing but errors).
+SHOWN = SMALL[:-1]
 MARK = "SIMFERRY_TEST_MARK"
 
 
@@ -85,7 +87,7 @@ def run(args: list[str], cwd: Path, mark: str, timeout: float = 240) -> tuple[st
 def test_compare_prints_parsl_rows_and_leaves_no_process(tmp_path: Path) -> None:
     mark = uuid.uuid4().hex
     out, _ = run(
-        ["compare", "--launcher", "parsl", "--transports", "futures,filesystem,shm", *SMALL],
+        ["compare", "--launcher", "parsl", "--transports", "futures,filesystem,shm", *SHOWN],
         tmp_path,
         mark,
     )

@@ -38,6 +38,8 @@ if RedisConfig().unavailable_reason():
 from simferry.transports.redis_server import RedisServer, free_port  # noqa: E402
 
 SMALL = ["--num-sims", "4", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
+#: The same, with the tables printed (``--quiet`` prints nothing but errors).
+SHOWN = SMALL[:-1]
 KEY = SampleKey(1, 2, "input")
 
 
@@ -319,6 +321,29 @@ def test_wrong_or_missing_password_is_one_clear_sentence(
     assert external.alive()
 
 
+def test_a_server_without_a_password_is_named_once(
+    external: RedisServer, run_ctx: RunContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    theirs = external.client(5.0)
+    theirs.config_set("requirepass", "")  # a server anyone on its network may read
+    theirs.close()
+    url = f"redis://127.0.0.1:{external.port}/0"
+    RedisConfig(redis_url=url).check(run_ctx)
+    RedisConfig(redis_url=url).check(run_ctx)  # compare checks each run: still one warning
+    err = capsys.readouterr().err
+    assert err.count("requires no password") == 1
+    assert err.strip().endswith("anyone who can reach it can read this run's samples.")
+
+
+def test_a_password_protected_server_gets_no_warning(
+    external: RedisServer, run_ctx: RunContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    RedisConfig(redis_url=f"redis://:{external.password}@127.0.0.1:{external.port}/0").check(
+        run_ctx
+    )
+    assert "password" not in capsys.readouterr().err
+
+
 def test_unreachable_server_is_one_clear_sentence(run_ctx: RunContext) -> None:
     port = free_port("127.0.0.1")  # nothing listens there
     cfg = RedisConfig(redis_url=f"redis://127.0.0.1:{port}/0")
@@ -429,7 +454,7 @@ def test_run_with_redis_verifies_every_sample_and_leaves_no_server(
     tmp_path: Path, mode: str
 ) -> None:
     args = ["--mode", mode, "--trainers", "2"]
-    proc = simferry("run", "--transport", "redis", *SMALL, *args, cwd=tmp_path)
+    proc = simferry("run", "--transport", "redis", *SHOWN, *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "40 samples verified by each of 2 trainer(s)" in proc.stdout
     run = only_run_dir(tmp_path / "runs")
@@ -442,7 +467,7 @@ def test_run_with_redis_verifies_every_sample_and_leaves_no_server(
 
 
 def test_compare_prints_a_redis_row(tmp_path: Path) -> None:
-    proc = simferry("compare", "--transports", "filesystem,redis", *SMALL, cwd=tmp_path)
+    proc = simferry("compare", "--transports", "filesystem,redis", *SHOWN, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Local + Redis" in proc.stdout and "Local + file system" in proc.stdout
     assert no_servers_left(tmp_path)
