@@ -157,7 +157,7 @@ def _progress(args: argparse.Namespace, label: str = "") -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from simferry.launchers.dragon import needs_runtime, run_config_under_dragon
     from simferry.records import read_summary
-    from simferry.report import TABLE_HEADER, markdown_table, table_rows
+    from simferry.report import homework
     from simferry.workflow import check_run, execute
 
     cfg = config_from_args(args)
@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_config_under_dragon(cfg, args.quiet)[0]
     run_dir = execute(cfg, _progress(args))
     summary = read_summary(run_dir)
-    print(markdown_table(TABLE_HEADER, table_rows([summary])), end="")
+    print(homework([summary]), end="")
     verified = summary.get("verified_samples", {})
     expected = summary["samples_expected"]
     if sorted(set(verified.values())) == [expected]:
@@ -264,7 +264,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             console.print(f"[red]{label} failed: {exc}[/]")
             summaries.append({"implementation": label, "status": "failed", "error": str(exc)})
     print(write_report(summaries, out), end="")
-    print(f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}")
+    print(f"homework: {out / 'homework.md'}\ntable: {out / 'table.md'}")
+    print(f"results: {out / 'results.csv'}")
     print(f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}")
     return 1 if failed else 0
 
@@ -278,15 +279,27 @@ def skip_reason(cfg: RunConfig) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from simferry.report import load_summaries, write_report
+    from simferry import baselines
+    from simferry.records import make_run_dir
+    from simferry.report import REPORT_FILES, load_summaries, write_report
 
     dirs = find_run_dirs(args.run_dirs)
     if not dirs:
         raise UsageError("No run directories (with a summary.json) found in the paths given.")
-    out = args.out or (args.run_dirs[0] if len(args.run_dirs) == 1 else Path("."))
-    out.mkdir(parents=True, exist_ok=True)
-    print(write_report(load_summaries(dirs), out), end="")
-    print(f"table.md, results.csv, plots/ and observations.md written to {out}")
+    baseline = baselines.load(args.baseline) if args.baseline else None
+    if args.out is None:  # a new directory each time: an earlier report is never replaced
+        out = make_run_dir(Path("reports"), "report")
+    else:
+        out = args.out
+        taken = [name for name in REPORT_FILES if (out / name).exists()]
+        if taken:
+            raise UsageError(
+                f"{out} already holds a report ({', '.join(taken)}); pass a new --out "
+                "directory, or leave --out out to write to a new one under reports/."
+            )
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    print(write_report(load_summaries(dirs), out, baseline=baseline), end="")
+    print(f"homework.md, table.md, results.csv, plots/ and observations.md written to {out}")
     return 0
 
 
@@ -355,7 +368,17 @@ def make_parser() -> Parser:
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="table, CSV, plots and observations from run directories")
     p.add_argument("run_dirs", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output directory, which must not hold a report yet "
+        "(default: a new directory under reports/)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="NAME",
+        help="set published numbers beside yours, e.g. polaris (the reference's rows)",
+    )
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("sweep", help="a grid of sizes, transports and launchers, with repeats")
     from simferry.sweep import add_sweep_flags
