@@ -84,7 +84,8 @@ def signed(x: float, unit: str) -> str:
     return f"{'-' if x < 0 else '+'} {abs(x):.3g} {unit}"
 
 
-Winners = dict[Any, list[tuple[float, str, bool]]]
+#: Per node count: (data size, winner, how it was settled: "repeats", "floor" or "").
+Winners = dict[Any, list[tuple[float, str, str]]]
 #: How a group is ranked: run time (the reference's two columns) or IO time.
 MEASURES = {"run": ("sim_run_s", "train_run_s"), "io": ("sim_io_s", "train_io_s")}
 
@@ -134,7 +135,15 @@ def comparable(g: Group) -> tuple[Any, ...]:
         for k, v in g.params.items()
         if not k.startswith(("launcher.", "transport.")) and k not in ("launcher", "transport")
     }
-    return (repr(sorted(shared.items())), g.first.get("hosts"))
+    f = g.first
+    size = tuple(f.get(k) for k in ("num_sims", "grid_size", "nodes", "mode", "trainers"))
+    return (repr(sorted(shared.items())), f.get("hosts"), size)
+
+
+def how(best: Group, second: Group, ok: bool) -> str:
+    if not ok:
+        return ""
+    return "repeats" if best.n >= 2 and second.n >= 2 else "floor"
 
 
 def fastest(groups: Sequence[Group]) -> tuple[list[str], dict[str, Winners]]:
@@ -177,18 +186,20 @@ def fastest(groups: Sequence[Group]) -> tuple[list[str], dict[str, Winners]]:
                 f"{t1:.2f} s, {second.tag} {t2:.2f} s of simulation + training run time. "
                 + why_unsettled(best, second, "run")
             )
-        winners["run"].setdefault(nodes, []).append((size, best.tag, ok))
+        winners["run"].setdefault(nodes, []).append((size, best.tag, how(best, second, ok)))
         shares = {g.tag: io_total(g) / run_total(g) for g in gs if run_total(g) > 0}
         if shares and max(shares.values()) < IO_MINOR:
             top = max(shares, key=lambda k: shares[k])
             text += (
                 f" IO is under {pct(IO_MINOR)} of the run time for every implementation here "
-                f"(at most {pct(shares[top])}, {top}), so the transport is not what decides "
+                f"(at most {100 * shares[top]:.1f}%, {top}), so the transport is not what decides "
                 "the run time at this size."
             )
         by_io = sorted(gs, key=io_total)
         io_ok = settled(by_io[0], by_io[1], "io")
-        winners["io"].setdefault(nodes, []).append((size, by_io[0].tag, io_ok))
+        winners["io"].setdefault(nodes, []).append(
+            (size, by_io[0].tag, how(by_io[0], by_io[1], io_ok))
+        )
         a, b = io_total(by_io[0]), io_total(by_io[1])
         if io_ok:
             text += (
@@ -227,9 +238,12 @@ def winner_trend(winners: Winners, what: str) -> list[str]:
         if len(stretches) == 1:
             text = (
                 f"- {where_}, {stretches[0][0]} {what} at all {len(items)} data sizes "
-                f"compared ({gb(items[0][0])} to {gb(items[-1][0])}); every difference "
-                "exceeded the noise (see above)."
+                f"compared ({gb(items[0][0])} to {gb(items[-1][0])})."
             )
+            if all(h == "repeats" for *_, h in items):
+                text += " Every repeat agrees at every size."
+            else:
+                text += " Every difference exceeded the noise floor (see above)."
         else:
             parts = [
                 f"{label} at {gb(a)}" if a == b else f"{label} from {gb(a)} to {gb(b)}"
