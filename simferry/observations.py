@@ -65,11 +65,6 @@ def gb(x: float) -> str:
     return f"{x:.3g} GB"
 
 
-def gb_in(x: float) -> str:
-    """A dataset size given, like the reference's, as GB of inputs."""
-    return f"{x:.3g} GB of inputs"
-
-
 def pct(x: float) -> str:
     return f"{100 * x:.0f}%" if x >= 0.01 or x == 0 else f"{100 * x:.1g}%"
 

@@ -220,8 +220,8 @@ def io_fit(by_series: dict[str, list[Group]], path: Path) -> Path:
     fig, axes = _figure(10, 4.6, 1, 2)
     palette = colors(list(by_series))
     for ax, points, title, xlabel in (
-        (axes[0][0], train_io_points, "trainer IO vs training data size", "training data (GB)"),
-        (axes[0][1], sim_io_points, "simulation IO vs data written", "GB written per simulation"),
+        (axes[0][0], train_io_points, "trainer IO vs training data size", "training data"),
+        (axes[0][1], sim_io_points, "simulation IO vs data written", "written per simulation"),
     ):
         xs_all: list[float] = []
         ys_all: list[float] = []

@@ -386,12 +386,6 @@ def _num(x: Any, fmt: str) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def _pair(run: Any, io: Any) -> str:
-    if run is None:
-        return "— / —"
-    return f"{_num(run, '.2f')} / {_num(io, '.3f')}"
-
-
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -683,11 +677,6 @@ def write_report(
             note(f"plot: {path}")
     write_observations(groups, not_ok, out_dir / "observations.md")
     return write_homework(groups, not_ok, out_dir / "homework.md", baseline)
-
-
-def format_size(gb: float) -> str:
-    """Data sizes in the observations: GB with enough digits to tell small ones apart."""
-    return f"{gb:.3g} GB"
 
 
 # --- series across data sizes and their fits --------------------------------------------
