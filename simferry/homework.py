@@ -15,7 +15,7 @@ from typing import Any
 
 from simferry import plugins
 from simferry.baselines import Baseline
-from simferry.report import Group, inputs_gib, markdown_table
+from simferry.report import Group, differences_note, inputs_gib, markdown_table
 
 #: The reference README's header, character for character.
 HOMEWORK_HEADER = [
@@ -88,6 +88,9 @@ def homework_table(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) ->
     """The table and its notes (what ``run``, ``compare`` and ``report`` print)."""
     rows = [homework_row(g) for g in groups] + [failed_row(s) for s in not_ok]
     notes = [SIZE_NOTE, NODES_NOTE]
+    differ = differences_note(groups)
+    if differ:
+        notes.append(differ.rstrip("\n"))
     if any(by_value(g.first.get("transport")) for g in groups):
         notes.append(BY_VALUE_NOTE)
     if any(g.n > 1 for g in groups):
