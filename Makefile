@@ -52,4 +52,4 @@ readme-figures: $(STAMP)
 	$(PY) docs/make_figures.py $(README_SWEEP)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs reports .pytest_cache .mypy_cache .ruff_cache
