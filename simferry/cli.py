@@ -250,7 +250,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         reason = skip_reason(cfg) or refused.get(cfg.transport.name)
         if reason:
             console.print(f"[yellow]skipping {label}: {reason}[/]")
-            summaries.append({"implementation": label, "status": "skipped", "error": reason})
+            summaries.append({**_size(cfg), "implementation": label, "status": "skipped",
+                              "error": reason})  # fmt: skip
             continue
         console.print(f"[bold]{label}[/]")
         try:
@@ -262,12 +263,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except SimferryError as exc:
             failed += 1
             console.print(f"[red]{label} failed: {exc}[/]")
-            summaries.append({"implementation": label, "status": "failed", "error": str(exc)})
+            summaries.append({**_size(cfg), "implementation": label, "status": "failed",
+                              "error": str(exc)})  # fmt: skip
     print(write_report(summaries, out), end="")
     print(f"homework: {out / 'homework.md'}\ntable: {out / 'table.md'}")
     print(f"results: {out / 'results.csv'}")
     print(f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}")
     return 1 if failed else 0
+
+
+def _size(cfg: RunConfig) -> dict[str, int]:
+    """What a row that did not run still shows: its size (the table's size columns)."""
+    return {"num_sims": cfg.workload.num_sims, "grid_size": cfg.workload.grid_size}
 
 
 def skip_reason(cfg: RunConfig) -> str | None:

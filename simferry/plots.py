@@ -62,7 +62,7 @@ def _legend_below(fig: Figure, ax: Any, ncols: int = 3) -> None:
 
 def _scale(ax: Any, axis: str, values: Sequence[float]) -> None:
     """Log scale only when the values span more than a decade; minor ticks unlabelled."""
-    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     pos = [v for v in values if v > 0 and math.isfinite(v)]
     which = ax.xaxis if axis == "x" else ax.yaxis
@@ -70,7 +70,11 @@ def _scale(ax: Any, axis: str, values: Sequence[float]) -> None:
         which.set_major_locator(MaxNLocator(nbins=5))
         return
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    which.set_major_locator(LogLocator(base=10, numticks=6))
+    # A short span needs 1-2-5 or 1-3 steps to show labels at all; a long one would crowd.
+    span = max(pos) / min(pos)
+    subs = (1.0, 2.0, 5.0) if span < 30 else (1.0, 3.0) if span < 300 else (1.0,)
+    which.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
+    which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     which.set_minor_formatter(NullFormatter())
 
 
