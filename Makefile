@@ -72,4 +72,4 @@ readme-figures: $(STAMP)
 	$(PY) docs/make_figures.py $(README_SWEEP)
 
 clean:
-	rm -rf $(VENV) runs site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs reports site .pytest_cache .mypy_cache .ruff_cache

@@ -230,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_config_under_dragon,
     )
     from simferry.records import read_summary
-    from simferry.report import TABLE_HEADER, markdown_table, table_rows
+    from simferry.report import homework
     from simferry.workflow import check_run, execute
 
     cfg = config_from_args(args)
@@ -247,7 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.quiet:
         return 0
-    print(markdown_table(TABLE_HEADER, table_rows([summary])), end="")
+    print(homework([summary]), end="")
     verified = summary.get("verified_samples", {})
     expected = summary["samples_expected"]
     if sorted(set(verified.values())) == [expected]:
@@ -334,7 +334,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         reason = skip_reason(cfg) or refused.get(cfg.transport.name)
         if reason:
             shout.print(f"[yellow]skipping {label}: {reason}[/]")
-            summaries.append({"implementation": label, "status": "skipped", "error": reason})
+            summaries.append({**_size(cfg), "implementation": label, "status": "skipped",
+                              "error": reason})  # fmt: skip
             continue
         run = execute_under_dragon if needs_runtime(cfg) else execute
         for n in range(1, args.repeat + 1):
@@ -349,16 +350,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
             except SimferryError as exc:  # a transport that fails once is not run again
                 failed += 1
                 shout.print(f"[red]{label} failed: {exc}[/]")
-                summaries.append({"implementation": label, "status": "failed", "error": str(exc)})
+                summaries.append({**_size(cfg), "implementation": label, "status": "failed",
+                                  "error": str(exc)})  # fmt: skip
                 break
     table = write_report(summaries, out)
     if args.json:
         print_json({"out": out, "runs": summaries})
     elif not args.quiet:
         print(table, end="")
-        print(f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}")
+        print(f"homework: {out / 'homework.md'}\ntable: {out / 'table.md'}")
+        print(f"results: {out / 'results.csv'}")
         print(f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}")
     return 1 if failed else 0
+
+
+def _size(cfg: RunConfig) -> dict[str, int]:
+    """What a row that did not run still shows: its size (the table's size columns)."""
+    return {"num_sims": cfg.workload.num_sims, "grid_size": cfg.workload.grid_size}
 
 
 def skip_reason(cfg: RunConfig) -> str | None:
@@ -370,20 +378,32 @@ def skip_reason(cfg: RunConfig) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from simferry.report import load_summaries, write_report
+    from simferry import baselines
+    from simferry.records import make_run_dir
+    from simferry.report import REPORT_FILES, load_summaries, write_report
 
     dirs = find_run_dirs(args.run_dirs)
     if not dirs:
         raise UsageError("No run directories (with a summary.json) found in the paths given.")
-    out = args.out or (args.run_dirs[0] if len(args.run_dirs) == 1 else Path("."))
-    out.mkdir(parents=True, exist_ok=True)
+    baseline = baselines.load(args.baseline) if args.baseline else None
+    if args.out is None:  # a new directory each time: an earlier report is never replaced
+        out = make_run_dir(Path("reports"), "report")
+    else:
+        out = args.out
+        taken = [name for name in REPORT_FILES if (out / name).exists()]
+        if taken:
+            raise UsageError(
+                f"{out} already holds a report ({', '.join(taken)}); pass a new --out "
+                "directory, or leave --out out to write to a new one under reports/."
+            )
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
     summaries = load_summaries(dirs)
-    table = write_report(summaries, out)
+    table = write_report(summaries, out, baseline=baseline)
     if args.json:
         print_json({"out": out, "runs": summaries})
     elif not args.quiet:
         print(table, end="")
-        print(f"table.md, results.csv, plots/ and observations.md written to {out}")
+        print(f"homework.md, table.md, results.csv, plots/ and observations.md written to {out}")
     return 0
 
 
@@ -497,7 +517,13 @@ def make_parser() -> Parser:
     p.add_argument(
         "--out",
         type=Path,
-        help="output directory (default: the one RUN_DIR given, else the current directory)",
+        help="output directory, which must not hold a report yet "
+        "(default: a new directory under reports/)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="NAME",
+        help="set published numbers beside yours, e.g. polaris (the reference's rows)",
     )
     add_output_flags(p)
     p.set_defaults(func=cmd_report)

@@ -2,7 +2,9 @@
 
 Figures are built on ``matplotlib.figure.Figure`` (Agg canvas) rather than pyplot, so
 no global backend or state is touched: reports can be written from any process, with or
-without a display.
+without a display. Legends sit outside the axes (constrained layout makes room), so they
+never cover data; log axes are used only over more than a decade, with unlabelled minor
+ticks, so tick labels never overlap.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from matplotlib.figure import Figure
 from simferry.report import (
     Group,
     Run,
-    linear_fit,
+    inputs_gib,
     series,
     sim_io_points,
+    size_fit,
     train_io_points,
 )
 
@@ -36,21 +39,47 @@ SEGMENTS = [
 MAX_TIMELINES = 6
 
 
-def _figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(width, height), dpi=110)
+def _figure(
+    width: float, height: float, rows: int = 1, cols: int = 1, sharex: bool = False
+) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex)
     return fig, axes
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
     fig.savefig(path, format="png")
     return path
 
 
+def _legend_below(fig: Figure, ax: Any, ncols: int = 3) -> None:
+    """One legend for the figure, under the axes, where it cannot cover a point."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=7)
+
+
+def _scale(ax: Any, axis: str, values: Sequence[float]) -> None:
+    """Log scale only when the values span more than a decade; minor ticks unlabelled."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    pos = [v for v in values if v > 0 and math.isfinite(v)]
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    if not pos or max(pos) / min(pos) <= 10:
+        which.set_major_locator(MaxNLocator(nbins=5))
+        return
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    # A short span needs 1-2-5 or 1-3 steps to show labels at all; a long one would crowd.
+    span = max(pos) / min(pos)
+    subs = (1.0, 2.0, 5.0) if span < 30 else (1.0, 3.0) if span < 300 else (1.0,)
+    which.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
+    which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    which.set_minor_formatter(NullFormatter())
+
+
 def _label(g: Group, name: str) -> str:
-    return f"{name}\n{g.size()}, {g.first['total_gib']:.3g} GiB"
+    return f"{name}\n{g.size()}, {inputs_gib(g.first):.3g} GB"
 
 
 def colors(names: Sequence[str]) -> dict[str, Any]:
@@ -82,40 +111,43 @@ def runtime_breakdown(labelled: list[tuple[str, Group]], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("seconds (medians over repeats; IO = mean per task)")
     ax.set_title("Run time split into start-up, compute and IO")
-    ax.legend(fontsize=7, loc="lower right")
+    _legend_below(fig, ax, ncols=5)
     return _save(fig, path)
 
 
 def bandwidth(by_series: dict[str, list[Group]], path: Path) -> Path:
-    """IO bandwidth against data size, for simulation writes and trainer reads."""
-    fig, axes = _figure(10, 4, 1, 2)
+    """IO bandwidth for simulation writes and trainer reads: bars at one size, else lines."""
+    fig, axes = _figure(10, 4.2, 1, 2)
     palette = colors(list(by_series))
-    xs_all: list[float] = []
+    sizes = {inputs_gib(g.first) for gs in by_series.values() for g in gs}
     for ax, key, title in (
         (axes[0][0], "sim_bw_gbs", "simulations writing"),
         (axes[0][1], "train_bw_gbs", "trainers reading"),
     ):
-        for name, groups in by_series.items():
-            x = [g.first["total_gb"] for g in groups]
+        values: list[float] = []
+        for i, (name, groups) in enumerate(by_series.items()):
+            x = [inputs_gib(g.first) for g in groups]
             med = np.array([g.median(key) for g in groups])
             lo = np.array([g.spread(key)[0] for g in groups])
             hi = np.array([g.spread(key)[1] for g in groups])
-            ax.errorbar(
-                x, med, yerr=[med - lo, hi - med], marker="o", capsize=3,
-                color=palette[name], label=name,
-            )  # fmt: skip
-            xs_all += x
+            err = [med - lo, hi - med]
+            if len(sizes) == 1:
+                ax.bar(i, med, yerr=err, capsize=3, color=palette[name], label=name)
+            else:
+                ax.errorbar(
+                    x, med, yerr=err, marker="o", capsize=3, color=palette[name], label=name
+                )
+                values += x
+        if len(sizes) == 1:
+            ax.set_xticks(range(len(by_series)), [""] * len(by_series))
+            ax.set_xlabel(f"at {next(iter(sizes)):.3g} GB of training data (colours: legend)")
+        else:
+            _scale(ax, "x", values)
+            ax.set_xlabel("training data size (GB, the homework's column)")
         ax.set_title(f"IO bandwidth, {title}")
-        ax.set_xlabel("data size, inputs + targets (GB)")
-        ax.set_ylabel("GB/s (bytes / IO time per task)")
-        ax.grid(alpha=0.3)
-    if xs_all and max(xs_all) / max(min(xs_all), 1e-12) > 5:
-        from matplotlib.ticker import NullFormatter
-
-        for ax in axes[0]:
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
-    axes[0][0].legend(fontsize=7)
+        ax.set_ylabel("GB/s (10⁹ bytes / IO time per task)")
+        ax.grid(alpha=0.3, axis="y")
+    _legend_below(fig, axes[0][0])
     return _save(fig, path)
 
 
@@ -139,9 +171,7 @@ def io_distribution(labelled: list[tuple[str, Group]], path: Path) -> Path:
             for _, g in labelled
         ]
         ax.boxplot(data, orientation="horizontal", tick_labels=names, showmeans=True)
-        flat = [v for d in data for v in d if v > 0]
-        if flat and max(flat) / min(flat) > 20:
-            ax.set_xscale("log")
+        _scale(ax, "x", [v for d in data for v in d])
         ax.invert_yaxis()
         ax.tick_params(axis="y", labelsize=7)
         ax.set_xlabel("IO time per task (s)")
@@ -152,7 +182,8 @@ def io_distribution(labelled: list[tuple[str, Group]], path: Path) -> Path:
 
 def timeline(runs: list[tuple[str, Run]], path: Path) -> Path:
     """Gantt chart of each task: waiting, running (with its IO share), result hand-off."""
-    fig, axes = _figure(10, 0.8 + sum(1.0 + 0.22 * len(r.records) for _, r in runs), len(runs))
+    height = 1.2 + sum(1.0 + 0.22 * len(r.records) for _, r in runs)
+    fig, axes = _figure(10, height, len(runs), sharex=True)
     for ax, (name, run) in zip([a[0] for a in axes], runs, strict=True):
         recs = sorted(run.records, key=lambda r: (r.get("kind") != "sim", r.get("index", 0)))
         t0 = min((r.get("submitted") or r["start"]) for r in recs)
@@ -172,7 +203,7 @@ def timeline(runs: list[tuple[str, Run]], path: Path) -> Path:
         )
         ax.invert_yaxis()
         ax.set_title(f"{name}: {run.m['num_sims']} sims x {run.m['grid_size']}²", fontsize=9)
-        ax.set_xlabel("seconds since the first task was submitted")
+    axes[-1][0].set_xlabel("seconds since the first task was submitted")
     from matplotlib.patches import Patch
 
     handles = [
@@ -182,45 +213,51 @@ def timeline(runs: list[tuple[str, Run]], path: Path) -> Path:
         Patch(color="black", label="time in IO (summed, not its position)"),
         Patch(color="#756bb1", label="result hand-off to main process"),
     ]
-    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=7)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    fig.savefig(path, format="png")
-    return path
+    fig.legend(handles=handles, loc="outside upper center", ncols=3, fontsize=7)
+    return _save(fig, path)
 
 
 def io_fit(by_series: dict[str, list[Group]], path: Path) -> Path:
-    """IO time against data size with each transport's least-squares line, extrapolated."""
-    fig, axes = _figure(10, 4.2, 1, 2)
+    """IO time against data size; a line only from 3 or more sizes, dashed up to 10x."""
+    from simferry.observations import MAX_EXTRAPOLATION, slope_known
+
+    fig, axes = _figure(10, 4.6, 1, 2)
     palette = colors(list(by_series))
     for ax, points, title, xlabel in (
-        (axes[0][0], train_io_points, "trainer IO vs dataset size", "dataset read (GB)"),
-        (axes[0][1], sim_io_points, "simulation IO vs data written", "GB written per simulation"),
+        (axes[0][0], train_io_points, "trainer IO vs training data size", "training data"),
+        (axes[0][1], sim_io_points, "simulation IO vs data written", "written per simulation"),
     ):
+        xs_all: list[float] = []
+        ys_all: list[float] = []
         for name, groups in by_series.items():
             xs, ys = points(groups)
             if not xs:
                 continue
+            xs_all += xs
+            ys_all += ys
             ax.scatter(xs, ys, s=12, color=palette[name], label=name)
-            fit = linear_fit(xs, ys)
+            fit = size_fit(xs, ys)
             if fit is None:
                 continue
-            grid = np.geomspace(max(fit.xmin, 1e-12), fit.xmax, 30)
-            line = np.array([fit.at(x) for x in grid])
-            ax.plot(grid[line > 0], line[line > 0], color=palette[name])
-            if fit.slope <= 0:
-                continue  # not growing with size: nothing to extrapolate
-            ext = np.geomspace(fit.xmax, 10 * fit.xmax, 30)
-            ax.plot(
-                ext, [fit.at(x) for x in ext], color=palette[name], linestyle="--",
-                label=f"  fit, R²={fit.r2:.2f}; dashed = extrapolation",
-            )  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+            grid = np.linspace(fit.xmin, fit.xmax, 30)
+            ax.plot(grid, [fit.at(x) for x in grid], color=palette[name])
+            if not slope_known(fit):
+                continue  # no trend to extrapolate
+            ext = np.linspace(fit.xmax, MAX_EXTRAPOLATION * fit.xmax, 30)
+            ax.plot(ext, [fit.at(x) for x in ext], color=palette[name], linestyle="--")
+            xs_all.append(MAX_EXTRAPOLATION * fit.xmax)
+        _scale(ax, "x", xs_all)
+        _scale(ax, "y", ys_all)
         ax.set_title(title)
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(xlabel + " (GB = 1024³ bytes)")
         ax.set_ylabel("IO time (s)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+    _legend_below(fig, axes[0][0])
+    fig.suptitle(
+        "points: runs (left), tasks (right); lines: least squares, only from 3 or more sizes; "
+        "dashed: extrapolation, at most 10x the largest size",
+        fontsize=7,
+    )
     return _save(fig, path)
 
 
@@ -231,7 +268,7 @@ def write_plots(groups: Sequence[Group], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     by_series = series(groups)
     labelled = [(name, g) for name, gs in by_series.items() for g in gs]
-    labelled.sort(key=lambda item: (item[1].first["total_gb"], item[0]))
+    labelled.sort(key=lambda item: (inputs_gib(item[1].first), item[0]))
     # The timeline shows the largest data size each implementation ran at.
     largest = [(name, max(gs, key=lambda g: g.first["total_gb"])) for name, gs in by_series.items()]
     samples = [(name, g.runs[0]) for name, g in largest if g.runs[0].records][:MAX_TIMELINES]

@@ -11,7 +11,9 @@ import json
 import os
 import platform
 import resource
+import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -99,8 +101,12 @@ def _version(package: str) -> str | None:
         return None
 
 
-def environment(gpus: int) -> dict[str, Any]:
-    """Where the numbers were measured: versions, host, cores, memory, GPUs."""
+def environment(gpus: int, seed: int | None = None) -> dict[str, Any]:
+    """Where and how the numbers were measured, so a reviewer can trace and repeat them.
+
+    ``seed`` is the workload's (``None``: trainers were not seeded, so weights and
+    shuffling differ between repeats).
+    """
     import psutil
 
     packages = ["simferry", "numpy", "torch", "parsl", "dragonhpc", "redis", "pydantic"]
@@ -108,12 +114,64 @@ def environment(gpus: int) -> dict[str, Any]:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
+        "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,
         "gpus": gpus,
+        "gpu_models": gpu_models(),
+        "git_commit": git_commit(),
+        "argv": list(sys.argv),
+        "job_id": job_id(),
+        "seed": seed,
         "packages": {p: _version(p) for p in packages},
         "time_utc": datetime.now(UTC).isoformat(),
     }
+
+
+def cpu_model() -> str | None:
+    """The CPU's marketing name (``/proc/cpuinfo``), which is what tells machines apart."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def _output(argv: list[str], cwd: Path | None = None) -> str | None:
+    """A short command's stdout, or ``None`` when it is missing or fails (best effort)."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        proc = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def gpu_models() -> list[str]:
+    """NVIDIA GPU names from ``nvidia-smi`` (empty where there is none)."""
+    out = _output(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+    return [line.strip() for line in out.splitlines() if line.strip()] if out else []
+
+
+def git_commit() -> str | None:
+    """The commit of the simferry source that ran, ``+dirty`` if it had local changes."""
+    here = Path(__file__).resolve().parent
+    commit = _output(["git", "rev-parse", "HEAD"], cwd=here)
+    if not commit:
+        return None
+    dirty = _output(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here)
+    return commit + ("+dirty" if dirty else "")
+
+
+def job_id() -> dict[str, str] | None:
+    """The batch job this ran in (PBS or Slurm), to find its scheduler logs later."""
+    for scheduler, var in (("pbs", "PBS_JOBID"), ("slurm", "SLURM_JOB_ID")):
+        if os.environ.get(var):
+            return {"scheduler": scheduler, "id": os.environ[var]}
+    return None
 
 
 def drop_none(value: Any) -> Any:

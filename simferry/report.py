@@ -2,8 +2,9 @@
 
 Every figure is recomputed from ``records.jsonl`` (one line per task), so a number in
 ``table.md`` can be traced to the tasks that produced it; ``summary.json`` supplies only
-what no task sees (start-up time, configuration, status). Repeats of one configuration
-are grouped and shown as medians, with their spread.
+what no task sees (start-up time, status) and ``config.toml`` every parameter. Runs are
+grouped only when every parameter and the set of hosts they ran on are the same, so a
+median never mixes configurations; repeats are shown as medians, with their spread.
 """
 
 from __future__ import annotations
@@ -11,26 +12,34 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simferry.baselines import Baseline
 from simferry.records import read_records, read_summary
 from simferry.workload.simulation import STEPS
 
 GB = 1e9
 
+#: ``table.md``: the wide table, one quantity and one unit per column.
 TABLE_HEADER = [
     "Implementation",
-    "Number of Nodes",
-    "Training Data Size (GB, inputs)",
-    "Inputs + Targets (GiB)",
-    "Simulation Run / IO Time (sec)",
-    "Training Run / IO Time (sec)",
+    "Hosts",
+    "Worker pools",
+    "Inputs (GiB)",
+    "Inputs + targets (GiB)",
+    "Simulation run (s)",
+    "Simulation IO (s)",
+    "Training run (s)",
+    "Training IO (s)",
+    "Write bandwidth (GB/s)",
+    "Read bandwidth (GB/s)",
+    "Start-up + trainer wait (s)",
+    "Runs",
 ]
-#: The columns ``table.md`` adds to the reference's.
-EXTRA_HEADER = ["Write / Read Bandwidth (GB/s)", "Start-up (sec)", "Runs"]
 
 CSV_FIELDS = [
     "implementation",
@@ -43,6 +52,7 @@ CSV_FIELDS = [
     "trainers",
     "step_seconds",
     "inputs_gb",
+    "inputs_gib",
     "total_gb",
     "total_gib",
     "sim_run_s",
@@ -53,6 +63,7 @@ CSV_FIELDS = [
     "train_bw_gbs",
     "startup_s",
     "trainer_ready_s",
+    "startup_total_s",
     "wall_s",
     "io_share",
     "sim_serialize_s",
@@ -69,6 +80,8 @@ CSV_FIELDS = [
     "time_to_first_step_s",
     "overlap_fraction",
     "trainer_idle_s",
+    "hosts",
+    "seed",
     "status",
     "error",
     "run_dir",
@@ -133,13 +146,19 @@ def phase_span(recs: Sequence[dict[str, Any]], fallback: Any) -> float:
 
 
 def run_metrics(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One CSV row: the summary's configuration plus figures aggregated from the records."""
+    """One CSV row: the summary's configuration plus figures aggregated from the records.
+
+    A name means the same quantity here as in ``summary.json``; what a report derives
+    gets a name of its own (``startup_total_s``: start-up plus the wait for trainers).
+    """
     m: dict[str, Any] = {k: summary.get(k) for k in CSV_FIELDS}
     m["implementation"] = summary.get("implementation", "?")
     m["status"] = summary.get("status", "failed")
     m["trainers"] = summary.get("trainers")
     if summary.get("startup_s") is not None:
-        m["startup_s"] = summary["startup_s"] + summary.get("trainer_ready_s", 0.0)
+        m["startup_total_s"] = summary["startup_s"] + summary.get("trainer_ready_s", 0.0)
+    m["hosts"] = ",".join(hosts_of(records)) or None
+    m["inputs_gib"] = inputs_gib(summary)
     for kind, prefix in (("sim", "sim"), ("train", "train")):
         recs = [r for r in records if r.get("kind") == kind]
         io = [task_io(r) for r in recs]
@@ -158,33 +177,91 @@ def run_metrics(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> d
     return m
 
 
+def hosts_of(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The distinct hosts the tasks ran on, as the workers recorded them."""
+    return sorted({str(r["host"]) for r in records if r.get("host")})
+
+
+def node_cell(hosts: int, pools: Any) -> str:
+    """ "Number of Nodes" as hosts really used; emulated worker pools are named as such.
+
+    Two pools on one host are one node: the cell then reads "2 pools, 1 host". A run
+    without records (hosts unknown) shows its pool count.
+    """
+    if not hosts:
+        return "" if pools is None else str(pools)
+    if pools is None or int(pools) == hosts:
+        return str(hosts)
+    return f"{pools} pools, {hosts} host" + ("s" if hosts != 1 else "")
+
+
+#: Summary fields that stand for parameters when a run directory has no ``config.toml``.
+SUMMARY_PARAMS = ("launcher", "transport", "mode", "num_sims", "grid_size", "step_seconds")
+
+
+def run_params(summary: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter that can change a run's numbers, flattened (``workload.seed``...).
+
+    Read from the run's ``config.toml``; the trainer and pool counts the launcher resolved
+    come from the summary (the config may say "default").
+    """
+    params: dict[str, Any] = {}
+    path = Path(str(summary.get("run_dir", ""))) / "config.toml"
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        config = {}
+    for section in ("workload", "launcher", "transport"):
+        for k, v in dict(config.get(section, {})).items():
+            params[f"{section}.{k}"] = v
+    if not params:
+        params = {k: summary.get(k) for k in SUMMARY_PARAMS}
+    params.pop("launcher.display", None)
+    for k in ("nodes", "trainers"):
+        params[k] = summary.get(k)
+    return params
+
+
 @dataclass
 class Run:
     summary: dict[str, Any]
     records: list[dict[str, Any]]
     m: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.m["status"] == "ok"
 
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What must match for two runs to be repeats: implementation, parameters, hosts."""
+        params = tuple(sorted((k, repr(v)) for k, v in self.params.items()))
+        return (self.m.get("implementation"), params, self.m.get("hosts"))
+
 
 def load_run(summary: dict[str, Any]) -> Run:
     path = summary.get("run_dir")
     records = read_records(Path(path)) if path else []
-    return Run(summary, records, run_metrics(summary, records))
+    m = run_metrics(summary, records)
+    params = run_params(summary)
+    m["seed"] = params.get("workload.seed")
+    return Run(summary, records, m, params)
 
 
 # --- repeats ----------------------------------------------------------------------------
 
-GROUP_KEY = ("implementation", "mode", "nodes", "num_sims", "grid_size", "trainers")
+#: Parameters that tell data sizes apart: shown in their own columns, not in labels.
+SIZE_PARAMS = {"workload.num_sims", "workload.grid_size", "num_sims", "grid_size"}
 
 
 @dataclass
 class Group:
-    """Repeats of one configuration (same implementation, size, nodes, trainers, mode)."""
+    """Repeats of one configuration: the same parameters, on the same set of hosts."""
 
     runs: list[Run] = field(default_factory=list)
+    #: The parameters (``name=value``) that set this group apart from others of its label.
+    differs: list[str] = field(default_factory=list)
 
     @property
     def first(self) -> dict[str, Any]:
@@ -195,6 +272,23 @@ class Group:
         """The implementation, marked when it ran in streaming mode (phased is the reference)."""
         streaming = self.first.get("mode") == "streaming"
         return str(self.first["implementation"]) + (" (streaming)" if streaming else "")
+
+    @property
+    def tag(self) -> str:
+        """The label plus whatever parameter sets this group apart from its namesakes."""
+        return self.label + (f" ({', '.join(self.differs)})" if self.differs else "")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.runs[0].params
+
+    @property
+    def hosts(self) -> int:
+        return len(self.first["hosts"].split(",")) if self.first.get("hosts") else 0
+
+    @property
+    def nodes(self) -> str:
+        return node_cell(self.hosts, self.first.get("nodes"))
 
     @property
     def n(self) -> int:
@@ -223,20 +317,64 @@ class Group:
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """Successful runs grouped by configuration, ordered by nodes, data size, first seen."""
+    """Successful runs grouped by configuration, ordered by nodes, data size, first seen.
+
+    Runs of one implementation whose parameters differ form separate groups, and each
+    group names the parameters (other than the data size) that differ.
+    """
     groups: dict[tuple[Any, ...], Group] = {}
     for r in runs:
         if r.ok:
-            groups.setdefault(tuple(r.m.get(k) for k in GROUP_KEY), Group()).runs.append(r)
+            groups.setdefault(r.key, Group()).runs.append(r)
     order = {key: i for i, key in enumerate(groups)}
+    mark_differences(list(groups.values()))
     return sorted(
         groups.values(),
-        key=lambda g: (
-            g.first["nodes"] or 0,
-            g.first["total_gb"] or 0,
-            order[tuple(g.first.get(k) for k in GROUP_KEY)],
-        ),
+        key=lambda g: (g.first["nodes"] or 0, g.first["total_gb"] or 0, order[g.runs[0].key]),
     )
+
+
+def differing(groups: Sequence[Group]) -> dict[str, list[Any]]:
+    """Parameters (and the host set) whose values are not the same in every group given."""
+    names = {k for g in groups for k in g.params} | {"hosts"}
+    out = {}
+    for name in sorted(names):
+        values = [g.first.get("hosts") if name == "hosts" else g.params.get(name) for g in groups]
+        if len({repr(v) for v in values}) > 1:
+            out[name] = values
+    return out
+
+
+def mark_differences(groups: Sequence[Group]) -> None:
+    """Set ``differs`` on groups sharing a label but not every non-size parameter."""
+    by_label: dict[str, list[Group]] = {}
+    for g in groups:
+        by_label.setdefault(g.label, []).append(g)
+    for same in by_label.values():
+        diff = {k: v for k, v in differing(same).items() if k not in SIZE_PARAMS}
+        for i, g in enumerate(same):
+            shown = {k.split(".")[-1]: v[i] for k, v in reversed(diff.items())}
+            g.differs = [f"{k}={v}" for k, v in sorted(shown.items())]
+
+
+def differences_note(groups: Sequence[Group]) -> str:
+    """One sentence per implementation whose rows differ in more than the data size."""
+    lines = []
+    seen: set[str] = set()
+    for g in groups:
+        if g.differs and g.label not in seen:
+            seen.add(g.label)
+            same = [x for x in groups if x.label == g.label]
+            diff = {k: v for k, v in differing(same).items() if k not in SIZE_PARAMS}
+            what = "; ".join(
+                f"{k.split('.')[-1]} ({', '.join(dict.fromkeys(map(str, v)))})"
+                for k, v in diff.items()
+            )
+            lines.append(
+                f"- {g.label}: {len(same)} rows, as the runs differ in {what}; each row is "
+                "the median of its own runs only."
+            )
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 # --- table ------------------------------------------------------------------------------
@@ -246,12 +384,6 @@ PARTS = ("serialize", "transfer", "deserialize")
 
 def _num(x: Any, fmt: str) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
-
-def _pair(run: Any, io: Any) -> str:
-    if run is None:
-        return "— / —"
-    return f"{_num(run, '.2f')} / {_num(io, '.3f')}"
 
 
 def _cell(text: Any) -> str:
@@ -274,47 +406,44 @@ def sizes(s: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def failed_row(s: dict[str, Any], n_cols: int) -> list[str]:
+    """A run that did not finish: its size and why, in the columns after the size."""
     status = s.get("status", "failed")
-    size = [gb_cell(x) for x in sizes(s)]
-    cells = [_cell(s.get("implementation", "?")), str(s.get("nodes", "")), *size]
+    size = [gb_cell(inputs_gib(s)), gb_cell(sizes(s)[1])]
+    cells = [_cell(s.get("implementation", "?")), "", str(s.get("nodes", "")), *size]
     cells.append(_cell(f"{status}: {s.get('error', '')}"))
     return cells + [""] * (n_cols - len(cells))
 
 
-def table_rows(summaries: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """The reference's columns, one row per summary (``simferry run`` prints this)."""
-    rows = []
-    for s in summaries:
-        if s.get("status") != "ok":
-            rows.append(failed_row(s, len(TABLE_HEADER)))
-            continue
-        rows.append(
-            [
-                s["implementation"],
-                str(s["nodes"]),
-                gb_cell(s["inputs_gb"]),
-                gb_cell(s["total_gib"]),
-                _pair(s.get("sim_run_s"), s.get("sim_io_s")),
-                _pair(s.get("train_run_s"), s.get("train_io_s")),
-            ]
-        )
-    return rows
-
-
 def group_row(g: Group) -> list[str]:
+    """``table.md``'s row: medians over the group's runs, one quantity per column."""
     f = g.first
-    bw = f"{_num(g.median('sim_bw_gbs'), '.3g')} / {_num(g.median('train_bw_gbs'), '.3g')}"
+    med = {k: g.median(k) for k in ("sim_run_s", "sim_io_s", "train_run_s", "train_io_s")}
     return [
-        g.label,
+        _cell(g.tag),
+        str(g.hosts or "—"),
         str(f["nodes"]),
-        gb_cell(f["inputs_gb"]),
+        gb_cell(inputs_gib(f)),
         gb_cell(f["total_gib"]),
-        _pair(g.median("sim_run_s"), g.median("sim_io_s")),
-        _pair(g.median("train_run_s"), g.median("train_io_s")),
-        bw,
-        _num(g.median("startup_s"), ".2f"),
+        _num(med["sim_run_s"], ".2f"),
+        _num(med["sim_io_s"], ".3f"),
+        _num(med["train_run_s"], ".2f"),
+        _num(med["train_io_s"], ".3f"),
+        _num(g.median("sim_bw_gbs"), ".3g"),
+        _num(g.median("train_bw_gbs"), ".3g"),
+        _num(g.median("startup_total_s"), ".2f"),
         str(g.n),
     ]
+
+
+def inputs_gib(s: dict[str, Any]) -> float:
+    """The reference's "Training Data Size (GB)": inputs only, in units of 1024³ bytes.
+
+    The reference computes ``num_sims x 10 x grid² x 8 / 1024³`` and labels it GB, so
+    its 0.62 is 32 simulations of 512²; the homework table uses the same formula.
+    """
+    if not s.get("num_sims") or not s.get("grid_size"):
+        return math.nan
+    return int(s["num_sims"]) * STEPS * int(s["grid_size"]) ** 2 * 8 / 2**30
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -350,8 +479,8 @@ def spread_table(groups: Sequence[Group]) -> str:
         totals = [r.m["sim_run_s"] + r.m["train_run_s"] for r in g.runs]
         rows.append(
             [
-                g.label,
-                str(g.first["nodes"]),
+                _cell(g.tag),
+                g.nodes,
                 g.size(),
                 str(g.n),
                 _range(g, "sim_io_s", ".3f"),
@@ -370,11 +499,16 @@ STREAMING_NOTE = (
 )
 
 
+#: Parameters a phased run shares with its streaming counterpart only by coincidence.
+STREAMING_ONLY = {"workload.mode", "mode", "workload.replay_buffer"}
+
+
 def streaming_table(groups: Sequence[Group]) -> str:
     """Streaming runs beside the phased run of the same configuration, when there is one."""
 
     def key(g: Group) -> tuple[Any, ...]:
-        return tuple(g.first.get(k) for k in GROUP_KEY if k != "mode")
+        params = {k: v for k, v in g.params.items() if k not in STREAMING_ONLY}
+        return (g.first.get("implementation"), repr(sorted(params.items())), g.first.get("hosts"))
 
     phased = {key(g): g for g in groups if g.first.get("mode") != "streaming"}
     header = ["Implementation", "Data", "Wall (s)", "Phased wall (s)", "Streaming / phased"]
@@ -387,7 +521,7 @@ def streaming_table(groups: Sequence[Group]) -> str:
         base = phased[key(g)].median("wall_s") if key(g) in phased else math.nan
         rows.append(
             [
-                g.label,
+                _cell(g.tag),
                 g.size(),
                 _num(wall, ".2f"),
                 _num(base, ".2f"),
@@ -414,7 +548,7 @@ def breakdown_table(groups: Sequence[Group]) -> str:
             " / ".join(_num(g.median(f"{p}_{part}_s"), ".4f") for part in PARTS)
             for p in ("sim", "train")
         ]
-        rows.append([g.label, str(g.first["nodes"]), g.size(), *parts])
+        rows.append([_cell(g.tag), g.nodes, g.size(), *parts])
     return markdown_table(header, rows)
 
 
@@ -426,20 +560,27 @@ def io_notes(transports: Sequence[str], displays: dict[str, str]) -> str:
 
 
 def render_table(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) -> str:
-    """``table.md``: the reference's table (medians of repeats) and how to read it."""
-    header = TABLE_HEADER + EXTRA_HEADER
-    rows = [group_row(g) for g in groups] + [failed_row(s, len(header)) for s in not_ok]
-    parts = ["# simferry results\n", markdown_table(header, rows)]
+    """``table.md``: every measured quantity (medians of repeats) and how to read it."""
+    rows = [group_row(g) for g in groups] + [failed_row(s, len(TABLE_HEADER)) for s in not_ok]
+    parts = ["# simferry results\n", markdown_table(TABLE_HEADER, rows)]
     parts.append(
-        "\nMedians over the runs counted in *Runs*. *Run time*: first task submitted to the "
-        "last result received. *IO time*: mean per task of the time inside transport calls "
-        "(serialize + transfer + deserialize); training IO covers reading every sample into "
-        "the float32 training buffer and saving the weights. *Bandwidth*: bytes moved by a "
-        "phase's tasks over their summed IO time (what one task stream achieves, not the "
-        "aggregate). *Start-up*: starting the transport and the launcher, plus any wait for trainer "
-        "workers still starting when the simulations ended (the local launcher imports "
-        "torch in them meanwhile).\n"
+        "\nMedians over the runs counted in *Runs*; runs are medians together only when "
+        "every parameter and the hosts they ran on are the same. *Hosts*: distinct hosts "
+        "the tasks ran on; *Worker pools*: the launcher's node count (pools emulated on one "
+        "host count once as hosts). *Inputs (GiB)*: the reference's \"Training Data Size "
+        '(GB)", num_sims x 10 x grid² x 8 bytes / 1024³. *Run time*: first task '
+        "submitted to the last result received. *IO time*: mean per task of the time "
+        "inside transport calls (serialize + transfer + deserialize); training IO covers "
+        "reading every sample into the float32 training buffer and saving the weights. "
+        "*Bandwidth*: bytes moved by a phase's tasks over their summed IO time (what one "
+        "task stream achieves, not the aggregate), in 10⁹ bytes per second. *Start-up + "
+        "trainer wait*: summary.json's startup_s (starting the transport and the "
+        "launcher) plus its trainer_ready_s (waiting for trainer workers still starting "
+        "when the simulations ended; the local launcher imports torch in them meanwhile).\n"
     )
+    note = differences_note(groups)
+    if note:
+        parts += ["\n", note]
     spread = spread_table(groups)
     if spread:
         parts += ["\n## Spread across repeats\n\n", spread]
@@ -499,55 +640,80 @@ def _write_table(runs: Sequence[Run], not_ok: Sequence[dict[str, Any]], out_dir:
     return text
 
 
+#: Every file and folder ``write_report`` writes, so callers can refuse to overwrite them.
+REPORT_FILES = ("homework.md", "table.md", "results.csv", "observations.md", "plots")
+
+
+def homework(summaries: Sequence[dict[str, Any]]) -> str:
+    """The homework table of some runs, as ``simferry run`` prints it."""
+    from simferry.homework import homework_table
+
+    runs, not_ok = load_runs(summaries)
+    return homework_table(group_runs(runs), not_ok)
+
+
 def write_report(
     summaries: Sequence[dict[str, Any]],
     out_dir: Path,
     note: Callable[[str], None] | None = None,
+    baseline: Baseline | None = None,
 ) -> str:
-    """``table.md``, ``results.csv``, ``plots/*.png`` and ``observations.md``; return the table.
+    """``homework.md``, ``table.md``, ``results.csv``, ``plots/*.png``, ``observations.md``.
 
-    ``summaries`` may include placeholders ``{"implementation", "status", "error"}`` for
-    runs that were skipped or never started: they appear with their reason.
+    Returns ``homework.md``'s text, the table every command prints. ``summaries`` may
+    include placeholders ``{"implementation", "status", "error"}`` for runs that were
+    skipped or never started: they appear with their reason.
     """
+    from simferry.homework import write_homework
     from simferry.observations import write_observations
     from simferry.plots import write_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     runs, not_ok = load_runs(summaries)
-    text = _write_table(runs, not_ok, out_dir)
+    _write_table(runs, not_ok, out_dir)
     groups = group_runs(runs)
     for path in write_plots(groups, out_dir / "plots"):
         if note:
             note(f"plot: {path}")
     write_observations(groups, not_ok, out_dir / "observations.md")
-    return text
-
-
-def format_size(gb: float) -> str:
-    """Data sizes in the observations: GB with enough digits to tell small ones apart."""
-    return f"{gb:.3g} GB"
+    return write_homework(groups, not_ok, out_dir / "homework.md", baseline)
 
 
 # --- series across data sizes and their fits --------------------------------------------
 
 
 def series(groups: Sequence[Group]) -> dict[str, list[Group]]:
-    """Groups of one implementation across data sizes, keyed by a label that tells them apart.
+    """Groups of one configuration across data sizes, keyed by the label that tells them apart.
 
-    Node and trainer counts join the label only when the report mixes them; the mode is
-    already in every label.
+    The label carries every parameter other than the size that differs between groups
+    of one implementation (``Group.tag``), so a series never mixes configurations.
     """
-    varying = [k for k in ("nodes", "trainers") if len({g.first.get(k) for g in groups}) > 1]
     out: dict[str, list[Group]] = {}
     for g in groups:
-        extra = ", ".join(f"{g.first.get(k)} {k}" for k in varying)
-        out.setdefault(g.label + (f" ({extra})" if extra else ""), []).append(g)
+        out.setdefault(g.tag, []).append(g)
     return out
+
+
+#: Distinct data sizes below which no size trend is fitted: a line through two points
+#: always fits (R² = 1) and says nothing about the trend's shape or its noise.
+MIN_FIT_SIZES = 3
+#: Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201,
+       2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069,
+       2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def t95(df: int) -> float:
+    return T95[df - 1] if df <= len(T95) else 2.0 if df <= 60 else 1.98
 
 
 @dataclass(frozen=True)
 class Fit:
-    """Least-squares line ``y = intercept + slope * x`` over ``n`` points in [xmin, xmax]."""
+    """Least-squares line ``y = intercept + slope * x`` over ``n`` points in [xmin, xmax].
+
+    ``slope_se`` is the slope's standard error (nan with only two points); ``sizes`` the
+    number of distinct x values.
+    """
 
     slope: float
     intercept: float
@@ -555,9 +721,16 @@ class Fit:
     n: int
     xmin: float
     xmax: float
+    slope_se: float = math.nan
+    sizes: int = 0
 
     def at(self, x: float) -> float:
         return self.intercept + self.slope * x
+
+    def ci95(self) -> tuple[float, float]:
+        """The slope's 95% confidence interval (Student's t with n - 2 degrees of freedom)."""
+        half = t95(self.n - 2) * self.slope_se if self.n > 2 else math.inf
+        return self.slope - half, self.slope + half
 
 
 def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> Fit | None:
@@ -571,27 +744,34 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> Fit | None:
     ss_res = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
     ss_tot = sum((y - my) ** 2 for y in ys)
     r2 = 1 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    return Fit(slope, intercept, r2, len(xs), min(xs), max(xs))
+    n = len(xs)
+    se = math.sqrt(ss_res / (n - 2) / sxx) if n > 2 else math.nan
+    return Fit(slope, intercept, r2, n, min(xs), max(xs), se, len(set(xs)))
+
+
+def size_fit(xs: Sequence[float], ys: Sequence[float]) -> Fit | None:
+    """A size trend, only from at least ``MIN_FIT_SIZES`` distinct data sizes."""
+    return linear_fit(xs, ys) if len(set(xs)) >= MIN_FIT_SIZES else None
 
 
 def train_io_points(groups: Sequence[Group]) -> tuple[list[float], list[float]]:
-    """(dataset GB each trainer reads, trainer IO s): one point per run, repeats included."""
+    """(training data size in the homework's GB, trainer IO s): one point per run."""
     xs, ys = [], []
     for g in groups:
         for r in g.runs:
             if not math.isnan(r.m["train_io_s"]):
-                xs.append(float(r.m["total_gb"]))
+                xs.append(inputs_gib(r.m))
                 ys.append(float(r.m["train_io_s"]))
     return xs, ys
 
 
 def sim_io_points(groups: Sequence[Group]) -> tuple[list[float], list[float]]:
-    """(GB one simulation writes, its IO s): one point per simulation task."""
+    """(GB, 1024³ bytes, one simulation writes; its IO s): one point per simulation task."""
     xs, ys = [], []
     for g in groups:
         for r in g.runs:
             for rec in r.records:
                 if rec.get("kind") == "sim":
-                    xs.append(int(rec.get("bytes", 0)) / GB)
+                    xs.append(int(rec.get("bytes", 0)) / 2**30)
                     ys.append(task_io(rec))
     return xs, ys

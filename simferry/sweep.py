@@ -474,7 +474,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     ran = sum(len(r) for r in sweep.runs.values()) - (total - todo)
     print(f"sweep: {total - todo} finished run(s) reused, {ran} run(s) done now, in {out}")
     print(
-        f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}\n"
+        f"homework: {out / 'homework.md'}\ntable: {out / 'table.md'}\n"
+        f"results: {out / 'results.csv'}\n"
         f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}"
     )
     return 1 if sweep.failed else 0

@@ -562,7 +562,7 @@ def execute(cfg: RunConfig, progress: Progress | None = None, parent: Path | Non
                     gpus=launcher.gpus,
                     nodes=launcher.nodes,
                 )
-                rundir.write_environment(environment(launcher.gpus))
+                rundir.write_environment(environment(launcher.gpus, w.seed))
                 if w.mode == "streaming":
                     from simferry.streaming import StreamingRun
 

@@ -9,10 +9,14 @@ from typing import Any
 
 import pytest
 
-from simferry.report import Group, Run, gb_cell, linear_fit
+from simferry.report import Group, Run, gb_cell, inputs_gib, linear_fit
 
 from .helpers import records, simferry, summary
 
+HOMEWORK = (
+    "| Implementation | Number of Nodes | Training Data Size (GB) | "
+    "Simulation Run / IO Time (sec) | Training Run / IO Time (sec) |"
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["runtime_breakdown", "bandwidth", "io_distribution", "io_fit", "timeline"]
 GRIDS = (16, 32)
@@ -87,16 +91,16 @@ def test_every_table_figure_equals_the_records(sweep_dir: Path) -> None:
     for d in run_dirs(sweep_dir):
         s = summary(d)
         assert s["status"] == "ok"
-        runs[(s["implementation"], gb_cell(s["inputs_gb"]))] = d
+        runs[(s["implementation"], gb_cell(inputs_gib(s)))] = d
     rows = table_rows(sweep_dir / "table.md")
     ok_rows = [r for r in rows if r[-1] == "1"]
     assert len(ok_rows) == len(runs) == 4
-    for impl, nodes, inputs, _gib, sim, train, bw, startup, n in ok_rows:
+    # table.md has one quantity per column (issue 16), not the reference's "run / IO" pairs.
+    for row in ok_rows:
+        impl, hosts, nodes, inputs, _gib, sim_run, sim_io, train_run, train_io = row[:9]
+        write_bw, read_bw, startup, n = row[9:]
         agg = aggregate(runs[(impl, inputs)])
-        assert nodes == "1" and n == "1"
-        sim_run, sim_io = sim.split(" / ")
-        train_run, train_io = train.split(" / ")
-        write_bw, read_bw = bw.split(" / ")
+        assert hosts == "1" and nodes == "1" and n == "1"
         assert close(sim_run, agg["sim_run"], 2), (impl, sim_run, agg)
         assert close(sim_io, agg["sim_io"], 3), (impl, sim_io, agg)
         assert close(train_run, agg["train_run"], 2), (impl, train_run, agg)
@@ -109,9 +113,9 @@ def test_every_table_figure_equals_the_records(sweep_dir: Path) -> None:
 @pytest.mark.integration
 def test_skipped_points_appear_with_their_reason(sweep_dir: Path) -> None:
     rows = table_rows(sweep_dir / "table.md")
-    skipped = [r for r in rows if r[4].startswith("skipped:")]
+    skipped = [r for r in rows if r[5].startswith("skipped:")]
     assert len(skipped) == 4  # two transports x two sizes on 2 nodes
-    assert all("runs on 1 node(s), not 2" in r[4] and r[1] == "2" for r in skipped)
+    assert all("runs on 1 node(s), not 2" in r[5] and r[2] == "2" for r in skipped)
     text = (sweep_dir / "observations.md").read_text()
     assert "## Runs that did not complete" in text
     assert "runs on 1 node(s), not 2" in text
@@ -153,17 +157,26 @@ def test_observations_name_the_measured_fastest(sweep_dir: Path) -> None:
                 agg = aggregate(d)
                 totals[s["implementation"]] = agg["sim_run"] + agg["train_run"]
         best = min(totals, key=lambda k: totals[k])
-        (line,) = [x for x in text.splitlines() if f"(2 sims x {grid}²)" in x and "fastest" in x]
-        assert f"**{best}** was fastest, {totals[best]:.2f} s" in line
-    assert "least squares" in text and "R² =" in text
-    assert "Local + futures, per trainer: IO time ≈" in text
+        (line,) = [
+            x
+            for x in text.splitlines()
+            if x.startswith("- 1 node(s), ") and f"(2 sims x {grid}²):" in x
+        ]
+        # Single runs: a winner is named only beyond the noise floor (issue 16).
+        ranked = sorted(totals, key=lambda k: totals[k])
+        named = f"**{best}** was fastest, {totals[best]:.2f} s" in line
+        unsettled = f"not distinguishable here: {best} {totals[best]:.2f} s" in line
+        assert named or unsettled, line
+        assert named == (totals[ranked[1]] - totals[best] > max(0.1 * totals[ranked[1]], 0.05))
+    # Two sizes: no fitted slope (issue 16: a trend needs 3 sizes).
+    assert "Local + futures: 2 data size(s) measured" in text and "no slope is fitted" in text
 
 
 @pytest.mark.integration
 def test_report_command_regenerates_everything(sweep_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "again"
     proc = simferry("report", str(sweep_dir), "--out", str(out), cwd=tmp_path, check=True)
-    assert "Write / Read Bandwidth (GB/s)" in proc.stdout
+    assert HOMEWORK in proc.stdout.splitlines()  # every command prints the homework columns
     assert [r[-1] for r in table_rows(out / "table.md")] == ["1"] * 4
     assert (out / "observations.md").exists() and (out / "results.csv").exists()
     assert sorted(p.stem for p in (out / "plots").glob("*.png")) == sorted(PLOTS)
@@ -219,11 +232,11 @@ def test_observations_rank_settle_and_flag_variance() -> None:
     ]
     text = observations(groups, [])
     assert "**A** was fastest, 2.05 s" in text
-    assert "**A** was fastest, 4.10 s" in text
+    assert "run times are not distinguishable here: A 4.10 s" in text  # issue 16: overlap
     assert "Their repeats overlap (A up to 4.20 s, B down to 3.00 s)" in text
     assert "**A** spent the least time in IO at all 2 data sizes" in text
     assert "Every repeat agrees at every size." in text  # IO: A beat B in every repeat
     assert "run time varied by more than 20% (coefficient of variation) in 1 of 4" in text
     assert "High variance over 2 runs of B" in text
-    # IO grows 0.105 s -> 0.205 s for A as data doubles: a positive slope, extrapolated.
-    assert "A, per trainer: IO time ≈" in text and "*Extrapolation*" in text
+    # Two sizes only: no slope is fitted (issue 16), however clean the line looks.
+    assert "A: 2 data size(s) measured" in text and "*Extrapolation*" not in text
