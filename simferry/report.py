@@ -190,7 +190,7 @@ def node_cell(hosts: int, pools: Any) -> str:
     """
     if not hosts:
         return "" if pools is None else str(pools)
-    if pools is None or int(pools) == hosts:
+    if pools is None or int(pools) <= hosts:  # more hosts: executors on nodes of their own
         return str(hosts)
     return f"{pools} pools, {hosts} host" + ("s" if hosts != 1 else "")
 

@@ -523,7 +523,7 @@ def check_run(cfg: RunConfig, parent: Path | None = None) -> RunContext:
     nodes = cfg.launcher.node_count()
     # Named like the run directory it stands for, as messages about it show that name.
     future = (parent or cfg.runs_dir) / f"{utc_stamp()}-{cfg.launcher.name}-{cfg.transport.name}"
-    ctx = RunContext(future, secrets.token_hex(4), w.data_bytes, nodes)
+    ctx = RunContext(future, secrets.token_hex(4), w.data_bytes, cfg.launcher.hosts_spanned())
     preflight(cfg, ctx, -(-(w.trainers or 1) // nodes))
     return ctx
 
@@ -534,11 +534,10 @@ def execute(cfg: RunConfig, progress: Progress | None = None, parent: Path | Non
     w = cfg.workload
     parent = parent or cfg.runs_dir
     label = f"{cfg.launcher.name}-{cfg.transport.name}"
-    nodes = cfg.launcher.node_count()
     run_id = check_run(cfg, parent).run_id
 
     run_path = make_run_dir(parent, label)
-    ctx = RunContext(run_path, run_id, w.data_bytes, nodes)
+    ctx = RunContext(run_path, run_id, w.data_bytes, cfg.launcher.hosts_spanned())
     rundir = RunDir(run_path)
     rundir.write_config(cfg.dump())
     summary = base_summary(cfg, run_path)

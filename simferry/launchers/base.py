@@ -60,5 +60,13 @@ class LauncherConfig(BaseModel):
     def node_count(self) -> int:
         return 1
 
+    def hosts_spanned(self) -> int:
+        """Hosts the run's data crosses: this one and every node its workers may run on.
+
+        What node-local transports (shm, a Redis Unix socket) must know; it can exceed
+        ``node_count`` when the workers never run on this host.
+        """
+        return self.node_count()
+
     def start(self, num_sims: int, trainers: int | None, run_dir: Any) -> Launcher:
         raise NotImplementedError

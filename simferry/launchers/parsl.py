@@ -256,6 +256,17 @@ class ParslConfig(LauncherConfig):
         alloc = self.allocation(env)
         return alloc.nodes if alloc else 1
 
+    def hosts_spanned(self, env: Mapping[str, str] | None = None) -> int:
+        """From a login node, each executor is its own batch job, on nodes of its own.
+
+        So neither pool runs on this host, and the two may not share a node even at
+        ``--nodes 1`` (seen on Slurm: simulations on node1, the trainer on node2).
+        """
+        nodes = self.node_count(env)
+        if self.provider == "local" or self.allocation(env) is not None:
+            return nodes
+        return 1 + 2 * nodes
+
     def unavailable_reason(self) -> str | None:
         import importlib.util
         import shutil

@@ -43,8 +43,8 @@ class ShmConfig(TransportConfig):
     def check(self, ctx: RunContext) -> None:
         if ctx.nodes > 1:
             raise UsageError(
-                "The shm transport is node-local and cannot span "
-                f"{ctx.nodes} nodes; use filesystem, redis or ddict for multi-node runs."
+                f"The shm transport is node-local, but this run's processes span {ctx.nodes} "
+                "hosts; use filesystem, redis or ddict for multi-node runs."
             )
         if not self.shm_dir.is_dir():
             raise UsageError(

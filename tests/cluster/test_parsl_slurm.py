@@ -27,10 +27,13 @@ def test_two_nodes_from_the_login_node(on_cluster: Cluster, tmp_path: Path, tran
     assert_no_data_left(tmp_path / "shared")
 
 
-def test_shared_memory_is_refused_up_front_on_two_nodes(
-    on_cluster: Cluster, tmp_path: Path
+@pytest.mark.parametrize("nodes", ["1", "2"])
+def test_shared_memory_is_refused_up_front_from_the_login_node(
+    on_cluster: Cluster, tmp_path: Path, nodes: str
 ) -> None:
-    proc = simferry(on_cluster, "run", *SLURM, "--transport", "shm", *TINY, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "shm" in proc.stderr, proc.stderr
+    """Even at one node: each executor is its own job, and the two may get different nodes."""
+    args = [*SLURM[:-3], nodes, *SLURM[-2:]]
+    proc = simferry(on_cluster, "run", *args, "--transport", "shm", *TINY, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "node-local" in proc.stderr, proc.stderr
     assert not (tmp_path / "runs").exists() or not run_dirs(tmp_path / "runs")

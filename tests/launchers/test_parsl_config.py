@@ -259,3 +259,26 @@ def test_cli_rejects_bad_walltime_in_one_sentence(
     err = capsys.readouterr().err
     assert "walltime" in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_from_a_login_node_the_pools_never_share_this_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each executor is its own batch job: even at --nodes 1 they may land on two nodes."""
+    from simferry.transports.base import RunContext
+    from simferry.transports.shm import ShmConfig
+
+    for var in ("SLURM_JOB_ID", "SLURM_JOBID", "PBS_JOBID", "PBS_NODEFILE"):
+        monkeypatch.delenv(var, raising=False)
+    assert ParslConfig(provider="local", nodes=2).hosts_spanned() == 2
+    login = ParslConfig(provider="slurm", nodes=1)
+    assert login.hosts_spanned() == 3
+    with pytest.raises(UsageError, match="node-local"):
+        ShmConfig().check(RunContext(tmp_path, "x", 1, login.hosts_spanned()))
+
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
+    monkeypatch.setenv("SLURM_NODELIST", "nid1")
+    inside = ParslConfig(provider="slurm")
+    assert inside.hosts_spanned() == 1  # both pools on the allocation's one node
+    ShmConfig().check(RunContext(tmp_path, "x", 1, inside.hosts_spanned()))
