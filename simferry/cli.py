@@ -214,6 +214,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             else "--transports names no transport; pass e.g. --transports futures,shm."
         )
     configs = [config_from_args(args, transport=n, launcher=elsewhere.get(n)) for n in names]
+    configs = [v for c in configs for v in variants(c, args)]
     leftovers = {
         k
         for k in vars(args)
@@ -236,7 +237,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         try:
             check_run(cfg)
         except UsageError as exc:
-            refused[cfg.transport.name] = str(exc)
+            refused[implementation(cfg)] = str(exc)
             if len(refused) == len(runnable):
                 raise
     out = make_run_dir(configs[0].runs_dir, "compare")
@@ -247,7 +248,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     failed = 0
     for cfg in configs:
         label = implementation(cfg)
-        reason = skip_reason(cfg) or refused.get(cfg.transport.name)
+        reason = skip_reason(cfg) or refused.get(label)
         if reason:
             console.print(f"[yellow]skipping {label}: {reason}[/]")
             summaries.append({"implementation": label, "status": "skipped", "error": reason})
@@ -267,6 +268,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"table: {out / 'table.md'}\nresults: {out / 'results.csv'}")
     print(f"plots: {out / 'plots'}\nobservations: {out / 'observations.md'}")
     return 1 if failed else 0
+
+
+def variants(cfg: RunConfig, args: argparse.Namespace) -> list[RunConfig]:
+    """One config per variant a transport compares (its connectors, engines), unless the
+    command line chose one."""
+    found = getattr(type(cfg.transport), "compare_variants", ())
+    if not found or any(k in vars(args) for v in found for k in v):
+        return [cfg]
+    return [cfg.model_copy(update={"transport": cfg.transport.model_copy(update=v)}) for v in found]
 
 
 def skip_reason(cfg: RunConfig) -> str | None:
@@ -336,6 +346,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             except Exception as exc:  # a config that needs arguments to be built
                 reason = f"cannot check: {exc}"
             print(f"{kind:9} {name:11} {'ok' if not reason else 'unavailable: ' + reason}")
+            for variant in getattr(cls, "compare_variants", ()) if not reason else ():
+                why = cls(name=name, **variant).unavailable_reason()
+                label = "  " + " ".join(map(str, variant.values()))
+                print(f"{'':9} {label:11} {'ok' if not why else 'unavailable: ' + why}")
     if args.clean:
         from simferry.cleanup import clean_stale
 
