@@ -11,7 +11,6 @@ import os
 import signal
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -39,7 +38,9 @@ def _write(
     client = spec.connect()  # type: ignore[attr-defined]
     for step in range(STEPS):
         inp, target = sample(sim, step)
-        client.put_many([(SampleKey(sim, step, "input"), inp), (SampleKey(sim, step, "target"), target)])
+        client.put_many(
+            [(SampleKey(sim, step, "input"), inp), (SampleKey(sim, step, "target"), target)]
+        )
         if publish:
             client.publish(Published(sim, step, 1000 + step))
         if die_after == step:
@@ -138,9 +139,7 @@ def test_sst_serves_every_step_to_each_of_several_readers(run_ctx: RunContext) -
 
 
 @pytest.mark.parametrize("engine", ["bp5", "sst"])
-def test_streaming_index_announces_each_step_then_the_end(
-    engine: str, run_ctx: RunContext
-) -> None:
+def test_streaming_index_announces_each_step_then_the_end(engine: str, run_ctx: RunContext) -> None:
     owner = adios2.Adios2Config(adios2_engine=engine).start(replace(run_ctx, mode="streaming"))
     try:
         reader = owner.subscribe(num_sims=1)
