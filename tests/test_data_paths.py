@@ -183,3 +183,27 @@ def wait_for(proc: subprocess.Popen[str], runs: Path, phase: str) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"the run never reached {phase}")
+
+
+def test_compare_runs_each_connector_and_engine(tmp_path: Path) -> None:
+    for transport, flag, value in VARIANTS:
+        usable(transport, flag, value)
+    tiny = ["--num-sims", "1", "--grid-size", "16", "--step-seconds", "0"]
+    out = simferry("compare", "--transports", "proxystore,adios2", *tiny, cwd=tmp_path).stdout
+    for label in ("ProxyStore (file)", "ProxyStore (redis)", "ProxyStore (zmq)"):
+        assert f"| Local + {label} | 1 |" in out, out
+    assert "| Local + ADIOS2 BP5 | 1 |" in out and "| Local + ADIOS2 SST | 1 |" in out, out
+    # A flag that picks a variant runs that one only.
+    one = simferry(
+        "compare", "--transports", "adios2", "--adios2-engine", "sst", *tiny, cwd=tmp_path
+    ).stdout
+    assert "ADIOS2 SST" in one and "ADIOS2 BP5" not in one, one
+
+
+def test_sweep_runs_each_engine(tmp_path: Path) -> None:
+    usable("adios2", "--adios2-engine", "sst")
+    out = tmp_path / "sweep"
+    tiny = ["--num-sims", "1", "--grid-size", "16", "--step-seconds", "0"]
+    simferry("sweep", "--transports", "adios2", *tiny, "--out", str(out), cwd=tmp_path, check=True)
+    found = sorted(json.loads(p.read_text())["implementation"] for p in out.glob("*/summary.json"))
+    assert found == ["Local + ADIOS2 BP5", "Local + ADIOS2 SST"]
