@@ -548,6 +548,9 @@ class Adios2Config(TransportConfig):
                     "live in simulation workers, which it stops after their phase; use "
                     "--launcher local or parsl, or --adios2-engine bp5."
                 )
+            from simferry.transports.proxystore import check_memory
+
+            check_memory(ctx.data_bytes, "ADIOS2 SST's writers")
         from simferry.transports.filesystem import check_space
 
         need = ctx.data_bytes * 1.05 if self.adios2_engine == "bp5" else 2**20

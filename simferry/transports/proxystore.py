@@ -266,6 +266,20 @@ class ProxyStoreSpec(ClientSpec):
         return ProxyStoreTransport(self)
 
 
+def check_memory(data_bytes: int, holder: str) -> None:
+    """Refuse a run whose data ``holder`` would keep in memory when it cannot fit."""
+    import psutil
+
+    from simferry.transports.filesystem import gib
+
+    avail = psutil.virtual_memory().available
+    if data_bytes > 0.9 * avail:
+        raise UsageError(
+            f"{holder} would hold this run's {gib(data_bytes)} in memory but {gib(avail)} is "
+            "available; make the run smaller or use a file-based connector or engine."
+        )
+
+
 @register_transport
 class ProxyStoreConfig(TransportConfig):
     """ProxyStore: pass-by-proxy, data in a Store (file, Redis or ZeroMQ connector)."""
@@ -340,6 +354,8 @@ class ProxyStoreConfig(TransportConfig):
                 "authentication), so it cannot serve several nodes; use "
                 "--proxystore-connector file or redis."
             )
+        if self.proxystore_connector == "zmq":
+            check_memory(ctx.data_bytes, "ProxyStore's ZeroMQ server")
         if self.proxystore_connector == "file":
             from simferry.transports.filesystem import check_space
 
