@@ -31,6 +31,7 @@ import os
 import pickle
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -300,6 +301,7 @@ def write(rows: list[dict], out: Path, loads: list[float]) -> None:
         "np.save of their own medium ('held to').\n"
     )
     md += targets(rows, by)
+    md += "\ncommand: `python " + " ".join(["bench/transports.py", *sys.argv[1:]]) + "`\n"
     (out / "transports.md").write_text(md)
     print(md)
     plot(rows, by, out)
