@@ -150,7 +150,8 @@ def transport_subject(
     cfg = config_of(name)
     run = Path(tempfile.mkdtemp(prefix=f"run-{name}-", dir=tmp))
     tag = name.replace(":", "")
-    ctx = RunContext(run, f"bench{tag}{arr.nbytes}{int(previous)}", 4 * arr.nbytes)
+    # Room for every repetition: ProxyStore keeps what a pass-by-proxy delete forgets.
+    ctx = RunContext(run, f"bench{tag}{arr.nbytes}{int(previous)}", 16 * arr.nbytes)
     owner = cfg.start(ctx)
     stack.callback(owner.close)
     key = lambda i: SampleKey(0, i, "input")  # noqa: E731
