@@ -71,8 +71,11 @@ except ImportError:  # reported by unavailable_reason(); the transport stays lis
     Store = None  # type: ignore[assignment,misc]
 
 Connector = Literal["file", "redis", "zmq"]
-#: Seconds a client waits for the ZeroMQ server before ProxyStore would start its own.
-ZMQ_TIMEOUT_S = 10.0
+#: Seconds a client waits for the ZeroMQ server before ProxyStore would start its own
+#: (in that worker, where it would die with it): long, so a busy server is waited for.
+ZMQ_TIMEOUT_S = 60.0
+#: Seconds the run waits for its ZeroMQ server to start.
+ZMQ_START_S = 60.0
 
 
 def serialize(array: np.ndarray) -> bytes:
@@ -144,6 +147,30 @@ def start_zmq_server(address: str, port: int) -> subprocess.Popen[bytes]:
         process_group=0,
         preexec_fn=_die_with_parent,
     )
+
+
+def wait_for_zmq(proc: subprocess.Popen[bytes], address: str, port: int) -> None:
+    """Return once the server answers; on a loaded machine its start takes seconds."""
+    import time
+
+    from proxystore_ex.connectors.dim.exceptions import ServerTimeoutError
+    from proxystore_ex.connectors.dim.zmq import wait_for_server
+
+    deadline = time.monotonic() + ZMQ_START_S
+    while True:
+        if proc.poll() is not None:
+            raise TransportError(
+                f"ProxyStore's ZeroMQ server exited during start-up (code {proc.returncode})."
+            )
+        try:
+            wait_for_server(address, port, timeout=1.0)
+            return
+        except ServerTimeoutError:
+            if time.monotonic() > deadline:
+                raise TransportError(
+                    f"ProxyStore's ZeroMQ server did not answer within {ZMQ_START_S:.0f} s; "
+                    "the machine may be overloaded."
+                ) from None
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -406,6 +433,7 @@ class ProxyStoreConfig(TransportConfig):
             server = start_zmq_server("127.0.0.1", port)
             owned = server
             try:
+                wait_for_zmq(server, "127.0.0.1", port)
                 connector = ZeroMQConnector(port, address="127.0.0.1", timeout=ZMQ_TIMEOUT_S)
             except BaseException:
                 stop_process(server)
