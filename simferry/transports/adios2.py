@@ -16,7 +16,9 @@ dtype and rank, plus a small ``meta`` variable with the sample's step number).
 Several trainers, each reading all data: every trainer is one independent ADIOS2 reader
 of every simulation's stream, so N simulations and T trainers make N writers and N x T
 readers. BP5 readers just open the file; an SST writer holds each step in its queue until
-all T readers released it. Readers read a stream in step order (a stream has no random
+all T readers released it, so with SST all trainers must run at the same time (a
+launcher that queued some behind others would leave the first ones waiting, and their
+reads fail after ``READ_WAIT_S``). Readers read a stream in step order (a stream has no random
 access); what was read ahead is kept until asked for, and each step is handed out once.
 
 Phased mode with SST: the simulation phase ends before any trainer exists, but an SST
