@@ -6,6 +6,7 @@ For one configuration (default ``--num-sims 8 --grid-size 512``) this runs the b
 on the machine hits every variant alike. ``reference:futures`` and
 ``reference:filesystem`` run the reference's own data paths (bench/reference.py) in the
 same loop, so simferry's transports are measured beside their reference equivalents.
+A transport may name its variant: ``local:proxystore:redis``, ``local:adios2:sst``.
 It prints the whole wall time, the ratio to bare, start-up time, peak PSS of the process
 tree and each trainer's peak RSS -- also above the bare trainer's own peak, which is what
 the data path adds -- and writes CSV + markdown under bench/results/.
@@ -108,9 +109,9 @@ def run_variant(
             row.update(wall_s=m.wall_s, cpu_s=m.cpu_s, peak_pss=m.peak_pss)
             return row
     else:
-        runs = tmp / f"{launcher}-{transport}{'-baseline' if tree else ''}"
+        runs = tmp / f"{launcher}-{transport.replace(':', '-')}{'-baseline' if tree else ''}"
         cmd = [sys.executable, "-m", "simferry", "run", "--quiet", "--launcher", launcher]
-        cmd += ["--transport", transport, *size, "--runs-dir", str(runs)]
+        cmd += ["--transport", *transport_flags(transport), *size, "--runs-dir", str(runs)]
         env = cwd = None
         if tree is not None:
             # ``python -m`` puts the working directory first on sys.path: run from the tree.
@@ -123,6 +124,25 @@ def run_variant(
             shutil.rmtree(runs, ignore_errors=True)
     print(f"{launcher}+{transport} failed: {m.stderr.strip()[-500:]}", file=sys.stderr)
     return None
+
+
+def variant_options(transport: str) -> dict[str, str]:
+    """The options of ``name:variant`` (``proxystore:redis``, ``adios2:sst``), else none."""
+    from simferry import plugins
+
+    name, _, variant = transport.partition(":")
+    tcls = plugins.transports().get(name)
+    for options in getattr(tcls, "compare_variants", ()):
+        if variant and variant in options.values():
+            return dict(options)
+    return {}
+
+
+def transport_flags(transport: str) -> list[str]:
+    flags = [transport.partition(":")[0]]
+    for k, v in variant_options(transport).items():
+        flags += ["--" + k.replace("_", "-"), v]
+    return flags
 
 
 def main() -> None:
@@ -147,7 +167,8 @@ def main() -> None:
     a = p.parse_args()
     size = ["--num-sims", str(a.num_sims), "--grid-size", str(a.grid_size)]
     size += ["--step-seconds", str(a.step_seconds)]
-    variants = [tuple(v.split(":")) for v in a.variants.split(",") if v]
+    # launcher:transport, or launcher:transport:variant (local:proxystore:redis).
+    variants = [tuple(v.split(":", 1)) for v in a.variants.split(",") if v]
     variants = [v for v in variants if usable(*v)]
     rows: dict[str, list[dict]] = {}
     loads = [os.getloadavg()[0]]
@@ -194,11 +215,13 @@ def usable(launcher: str, transport: str) -> bool:
         return transport in ("futures", "filesystem")
     from simferry import plugins
 
-    lcls, tcls = plugins.launchers().get(launcher), plugins.transports().get(transport)
+    name = transport.partition(":")[0]
+    lcls, tcls = plugins.launchers().get(launcher), plugins.transports().get(name)
     if lcls is None or tcls is None:
         print(f"skipping {launcher}+{transport}: not registered", file=sys.stderr)
         return False
-    reason = lcls(name=launcher).unavailable_reason() or tcls(name=transport).unavailable_reason()
+    tcfg = tcls(name=name, **variant_options(transport))
+    reason = lcls(name=launcher).unavailable_reason() or tcfg.unavailable_reason()
     if reason is None and tcls.launchers is not None and launcher not in tcls.launchers:
         reason = f"{transport} runs only with {' or '.join(tcls.launchers)}"
     if reason:
@@ -255,6 +278,7 @@ def write(rows: dict[str, list[dict]], a: argparse.Namespace, loads: list[float]
         "and one epoch, no data path.\n\n"
     )
     md += targets(med, float32)
+    md += "\ncommand: `python " + " ".join(["bench/end_to_end.py", *sys.argv[1:]]) + "`\n"
     print(md)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "end_to_end.md").write_text(md)

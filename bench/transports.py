@@ -6,6 +6,11 @@ transport usable here, beside the raw limits on the same machine in the same run
 transport (the working directory) and on tmpfs (``/dev/shm``, the shm transport's), and
 pickle dumps / loads. Each transport is held to the limit of its own medium: filesystem
 and redis to the working directory's file system, shm to tmpfs, futures to pickle.
+ProxyStore (``proxystore:file|redis|zmq``) and ADIOS2 (``adios2:bp5|sst``) are held to the
+file system too: a ProxyStore put is storing the array and pickling its proxy, a get is
+unpickling the proxy and resolving it; an ADIOS2 put is one step of a stream, a get reads
+the next step. SST's writer is a forked process that puts on request (its stream waits
+for its reader while holding the GIL), so an SST put includes one pipe round trip.
 
 Every repetition writes a new key (and a new file for ``np.save``), deleted untimed
 afterwards, as a run writes each sample once: overwriting a file is a different and, on
@@ -21,20 +26,23 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing
 import os
 import pickle
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 
 from simferry import plugins
-from simferry.transports.base import RunContext, SampleKey
+from simferry.transports.base import ClientSpec, RunContext, SampleKey, TransportConfig
 
 HERE = Path(__file__).resolve().parent
 MIB = 2**20
@@ -86,12 +94,64 @@ def raw_limits(arr: np.ndarray, dirs: dict[str, Path]) -> dict[str, Subject]:
     return out
 
 
+def config_of(label: str) -> TransportConfig:
+    """A transport's config from ``name`` or ``name:variant`` (e.g. ``adios2:sst``)."""
+    name, _, variant = label.partition(":")
+    cls = plugins.transport_config_class(name)
+    for options in getattr(cls, "compare_variants", ()):
+        if variant in options.values():
+            return cls(name=name, **options)
+    return cls(name=name)
+
+
+def _sst_writer(spec: ClientSpec, conn: Connection, arr: np.ndarray) -> None:
+    client = spec.connect()
+    while (i := conn.recv()) is not None:
+        client.put(SampleKey(0, i, "input"), arr)
+        conn.send(i)
+    client.close()
+
+
+def sst_subject(arr: np.ndarray, tmp: Path, stack: ExitStack) -> Subject:
+    """SST needs its writer in another process (it waits for the reader while holding
+    the GIL): a forked writer puts on request, and this process reads, as a trainer."""
+    run = Path(tempfile.mkdtemp(prefix="run-sst-", dir=tmp))
+    ctx = RunContext(run, f"benchsst{arr.nbytes}", 4 * arr.nbytes, mode="streaming")
+    owner = config_of("adios2:sst").start(ctx)
+    stack.callback(owner.close)
+    mp = multiprocessing.get_context("fork")
+    mine, theirs = mp.Pipe()
+    proc = mp.Process(target=_sst_writer, args=(owner.config(), theirs, arr), daemon=True)
+    proc.start()
+    stack.callback(proc.join, 30)
+    stack.callback(mine.send, None)
+    reader = owner.config().connect()
+    stack.callback(reader.close)
+    warm = 10**6  # the writer's first put opens the stream and waits for this reader
+    mine.send(warm)
+    deadline = time.monotonic() + 60
+    while reader.reader(0) is None and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    mine.recv()
+    reader.get(SampleKey(0, warm, "input"))
+
+    def put(i: int) -> None:
+        mine.send(i)
+        mine.recv()
+
+    return Subject(put, lambda i: np.array(reader.get(SampleKey(0, i, "input")), copy=True))
+
+
 def transport_subject(
     name: str, arr: np.ndarray, tmp: Path, stack: ExitStack, previous: bool = False
 ) -> Subject:
-    cfg = plugins.transport_config_class(name)(name=name)
+    if name == "adios2:sst":
+        return sst_subject(arr, tmp, stack)
+    cfg = config_of(name)
     run = Path(tempfile.mkdtemp(prefix=f"run-{name}-", dir=tmp))
-    ctx = RunContext(run, f"bench{name}{arr.nbytes}{int(previous)}", 4 * arr.nbytes)
+    tag = name.replace(":", "")
+    # Room for every repetition: ProxyStore keeps what a pass-by-proxy delete forgets.
+    ctx = RunContext(run, f"bench{tag}{arr.nbytes}{int(previous)}", 16 * arr.nbytes)
     owner = cfg.start(ctx)
     stack.callback(owner.close)
     key = lambda i: SampleKey(0, i, "input")  # noqa: E731
@@ -154,13 +214,13 @@ def usable(names: str) -> list[str]:
     """The transports that can run in this process, with a note for each skipped one."""
     out = []
     for n in names.split(","):
-        cls = plugins.transports().get(n)
+        cls = plugins.transports().get(n.partition(":")[0])
         if cls is None:
             reason: str | None = "not registered"
         elif cls.launchers is not None and "local" not in cls.launchers:
             reason = f"needs the {' or '.join(cls.launchers)} runtime; measured by its tests"
         else:
-            reason = cls(name=n).unavailable_reason()
+            reason = config_of(n).unavailable_reason()
         if reason:
             print(f"skipping {n}: {reason}")
         else:
@@ -171,7 +231,11 @@ def usable(names: str) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes-mib", default="1,2,4,16,64,256,512")
-    p.add_argument("--transports", default="futures,filesystem,shm,redis,ddict")
+    p.add_argument(
+        "--transports",
+        default="futures,filesystem,shm,redis,ddict,proxystore:file,proxystore:redis,"
+        "proxystore:zmq,adios2:bp5,adios2:sst",
+    )
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--out", type=Path, default=HERE / "results")
     a = p.parse_args()
@@ -238,6 +302,7 @@ def write(rows: list[dict], out: Path, loads: list[float]) -> None:
         "np.save of their own medium ('held to').\n"
     )
     md += targets(rows, by)
+    md += "\ncommand: `python " + " ".join(["bench/transports.py", *sys.argv[1:]]) + "`\n"
     (out / "transports.md").write_text(md)
     print(md)
     plot(rows, by, out)

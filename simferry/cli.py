@@ -298,6 +298,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             else "--transports names no transport; pass e.g. --transports futures,shm."
         )
     configs = [config_from_args(args, transport=n, launcher=elsewhere.get(n)) for n in names]
+    configs = [v for c in configs for v in variants(c, args)]
     leftovers = {
         k
         for k in vars(args)
@@ -320,7 +321,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         try:
             check_run(cfg)
         except UsageError as exc:
-            refused[cfg.transport.name] = str(exc)
+            refused[implementation(cfg)] = str(exc)
             if len(refused) == len(runnable):
                 raise
     out = make_run_dir(configs[0].runs_dir, "compare")
@@ -331,7 +332,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     failed = 0
     for cfg in configs:
         label = implementation(cfg)
-        reason = skip_reason(cfg) or refused.get(cfg.transport.name)
+        reason = skip_reason(cfg) or refused.get(label)
         if reason:
             shout.print(f"[yellow]skipping {label}: {reason}[/]")
             summaries.append({**_size(cfg), "implementation": label, "status": "skipped",
@@ -367,6 +368,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _size(cfg: RunConfig) -> dict[str, int]:
     """What a row that did not run still shows: its size (the table's size columns)."""
     return {"num_sims": cfg.workload.num_sims, "grid_size": cfg.workload.grid_size}
+
+
+def variants(cfg: RunConfig, args: argparse.Namespace) -> list[RunConfig]:
+    """One config per variant a transport compares (its connectors, engines), unless the
+    command line chose one."""
+    found = getattr(type(cfg.transport), "compare_variants", ())
+    if not found or any(k in vars(args) for v in found for k in v):
+        return [cfg]
+    return [cfg.model_copy(update={"transport": cfg.transport.model_copy(update=v)}) for v in found]
 
 
 def skip_reason(cfg: RunConfig) -> str | None:
@@ -466,6 +476,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             lines.append(f"{kind:9} {name:11} {'ok' if not reason else 'unavailable: ' + reason}")
             if reason and name in DEMO_NEEDS[kind]:
                 missing.append(f"the {name} {kind}")
+            for variant in getattr(cls, "compare_variants", ()) if not reason else ():
+                why = cls(name=name, **variant).unavailable_reason()
+                label = "  " + " ".join(map(str, variant.values()))
+                lines.append(f"{'':9} {label:11} {'ok' if not why else 'unavailable: ' + why}")
     note = login_node_note()
     if note:
         found["dragon_login_node"] = note

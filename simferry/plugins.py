@@ -27,6 +27,8 @@ TRANSPORT_MODULES = [
     "simferry.transports.shm",
     "simferry.transports.redis",
     "simferry.transports.ddict",
+    "simferry.transports.proxystore",
+    "simferry.transports.adios2",
 ]
 LAUNCHER_MODULES = [
     "simferry.launchers.local",

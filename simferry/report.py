@@ -112,6 +112,22 @@ IO_NOTES = {
         "is *transfer*: one MULTI/EXEC pipeline per sample written (simulations), two round "
         "trips per sample read plus the float32 conversion (trainers), weights save."
     ),
+    "proxystore": (
+        "pass-by-proxy: each array goes into a ProxyStore Store (np.save bytes), its proxy "
+        "rides on the task result. *transfer*: putting arrays into the store (simulations), "
+        "resolving proxies -- fetch and np.load -- plus the float32 conversion (trainers), "
+        "and the hand-offs of the proxies through the launcher, timed as for futures; "
+        "*serialize*/*deserialize*: pickling the proxies, a few hundred bytes each."
+    ),
+    "adios2": (
+        "one ADIOS2 stream per simulation, one step per sample, all *transfer*. BP5: "
+        "writing steps to the file (simulations), reading them in step order plus the "
+        "float32 conversion (trainers). SST: in phased runs a simulation only hands its "
+        "steps to its staging writer process (a pipe), and the transfer shows in the "
+        "trainers' reads, which also wait for the slowest reader of each stream; in "
+        "streaming runs a simulation's puts include waiting for every trainer to join. "
+        "Weights are a small BP5 file either way."
+    ),
 }
 GENERIC_NOTE = "time inside the transport's calls, split as the transport reports it."
 

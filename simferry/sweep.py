@@ -45,10 +45,14 @@ class Point(NamedTuple):
     nodes: int
     num_sims: int
     grid_size: int
+    #: Transport options of one of its ``compare_variants`` (a connector, an engine).
+    variant: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
+        which = "".join(f" {v}" for _, v in self.variant)
         return (
-            f"{self.launcher} {self.transport}, {self.num_sims} sims x {self.grid_size}², "
+            f"{self.launcher} {self.transport}{which}, {self.num_sims} sims x "
+            f"{self.grid_size}², "
             f"{self.nodes} node" + ("s" if self.nodes != 1 else "")
         )
 
@@ -150,11 +154,20 @@ def grid(args: argparse.Namespace) -> list[Point]:
     if args.repeat < 1:
         raise UsageError(f"--repeat must be at least 1, not {args.repeat}.")
     return [
-        Point(launcher, transport, n, s, g)
+        Point(launcher, transport, n, s, g, variant)
         for launcher, n, s, g, transport in itertools.product(
             launchers, nodes, sims, sizes, transports
         )
+        for variant in variants_of(transport, args)
     ]
+
+
+def variants_of(transport: str, args: argparse.Namespace) -> list[tuple[tuple[str, str], ...]]:
+    """Each of a transport's ``compare_variants`` unless a flag on the command line picks one."""
+    found = getattr(plugins.transport_config_class(transport), "compare_variants", ())
+    if not found or any(k in vars(args) for v in found for k in v):
+        return [()]
+    return [tuple(sorted(v.items())) for v in found]
 
 
 def run_options(args: argparse.Namespace, points: Sequence[Point]) -> dict[str, Any]:
@@ -182,6 +195,8 @@ def run_options(args: argparse.Namespace, points: Sequence[Point]) -> dict[str, 
 def implementation_label(point: Point) -> str:
     lcls = plugins.launcher_config_class(point.launcher)
     tcls = plugins.transport_config_class(point.transport)
+    if point.variant:
+        return f"{lcls.display or point.launcher} + {tcls(**dict(point.variant)).describe()}"
     return f"{lcls.display or point.launcher} + {tcls.display or point.transport}"
 
 
@@ -198,6 +213,7 @@ def point_config(point: Point, options: dict[str, Any], runs_dir: Path) -> RunCo
     if "nodes" in lcls.model_fields:
         launcher["nodes"] = point.nodes
     transport = {k: v for k, v in pick.items() if k in tcls.model_fields}
+    transport.update(point.variant)
     cfg = build(
         workload,
         {**launcher, "name": point.launcher},

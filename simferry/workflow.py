@@ -56,7 +56,7 @@ ALIVE_S = 1.0
 
 def implementation(cfg: RunConfig) -> str:
     """Table label in the reference's style, e.g. "Parsl + file system"."""
-    return f"{cfg.launcher.display or cfg.launcher.name} + {cfg.transport.display}"
+    return f"{cfg.launcher.display or cfg.launcher.name} + {cfg.transport.describe()}"
 
 
 def data_sizes(num_sims: int, grid_size: int) -> dict[str, float]:
@@ -523,7 +523,14 @@ def check_run(cfg: RunConfig, parent: Path | None = None) -> RunContext:
     nodes = cfg.launcher.node_count()
     # Named like the run directory it stands for, as messages about it show that name.
     future = (parent or cfg.runs_dir) / f"{utc_stamp()}-{cfg.launcher.name}-{cfg.transport.name}"
-    ctx = RunContext(future, secrets.token_hex(4), w.data_bytes, cfg.launcher.hosts_spanned())
+    ctx = RunContext(
+        future,
+        secrets.token_hex(4),
+        w.data_bytes,
+        cfg.launcher.hosts_spanned(),
+        launcher=cfg.launcher.name,
+        mode=w.mode,
+    )
     preflight(cfg, ctx, -(-(w.trainers or 1) // nodes))
     return ctx
 
@@ -537,7 +544,14 @@ def execute(cfg: RunConfig, progress: Progress | None = None, parent: Path | Non
     run_id = check_run(cfg, parent).run_id
 
     run_path = make_run_dir(parent, label)
-    ctx = RunContext(run_path, run_id, w.data_bytes, cfg.launcher.hosts_spanned())
+    ctx = RunContext(
+        run_path,
+        run_id,
+        w.data_bytes,
+        cfg.launcher.hosts_spanned(),
+        launcher=cfg.launcher.name,
+        mode=w.mode,
+    )
     rundir = RunDir(run_path)
     rundir.write_config(cfg.dump())
     summary = base_summary(cfg, run_path)
@@ -554,6 +568,9 @@ def execute(cfg: RunConfig, progress: Progress | None = None, parent: Path | Non
                 with guard.deferred():
                     launcher = cfg.launcher.start(w.num_sims, w.trainers, run_path)
                 summary["launcher_startup_s"] = launcher.startup_s
+                expect = getattr(transport, "expect_readers", None)
+                if expect is not None:  # a staging transport waits for every trainer
+                    expect(launcher.trainers)
                 summary["startup_s"] = time.perf_counter() - t0
                 summary.update(
                     trainers=launcher.trainers,

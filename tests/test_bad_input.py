@@ -124,8 +124,34 @@ DDICT_CASES: list[tuple[list[str], str]] = [
 ]
 
 
+#: ProxyStore and ADIOS2 (their options exist even where the libraries are missing).
+DATA_PATH_CASES: list[tuple[list[str], str]] = [
+    (["run", "--transport", "proxystore", "--proxystore-connector", "carrier"], "invalid choice"),
+    (["run", "--transport", "adios2", "--adios2-engine", "hdf5"], "invalid choice"),
+    (["run", "--transport", "adios2", "--adios2-engine", "sst", "--launcher", "dragon"], "dragon"),
+    (
+        [
+            "run",
+            "--transport",
+            "proxystore",
+            "--proxystore-connector",
+            "zmq",
+            "--data-dir",
+            "{dir}",
+        ],
+        "file only",
+    ),
+]
+
+
 def all_cases() -> list[tuple[list[str], str]]:
     known = plugins.transports()
+    if "proxystore" in known and "adios2" in known:
+        return _all_cases(known) + DATA_PATH_CASES
+    return _all_cases(known)
+
+
+def _all_cases(known: dict[str, type[TransportConfig]]) -> list[tuple[list[str], str]]:
     if "ddict" in known:  # the real invalid pair replaces the stand-in
         return (
             [c for c in CASES if "dragon-only" not in c[0]]

@@ -41,7 +41,7 @@ from .leaks import (
     start_cli,
     wait_gone,
 )
-from .transports.conftest import FACTORIES
+from .transports.conftest import FACTORIES, skip_if_not_applicable
 
 pytestmark = pytest.mark.integration
 
@@ -272,6 +272,7 @@ def _check_whole(arr: np.ndarray, size: int) -> None:
 def test_writer_killed_mid_write_never_exposes_a_partial_array(
     factory: str, run_ctx: RunContext
 ) -> None:
+    skip_if_not_applicable(factory, "test_writer_killed_mid_write_never_exposes_a_partial_array")
     cfg: TransportConfig = FACTORIES[factory](run_ctx)
     reason = cfg.unavailable_reason()
     if reason:
@@ -309,6 +310,7 @@ def test_writer_killed_mid_write_never_exposes_a_partial_array(
 @pytest.mark.parametrize("factory", sorted(FACTORIES))
 def test_rewriting_a_key_is_idempotent(factory: str, run_ctx: RunContext) -> None:
     """A retried simulation writes the same keys again: same data, still one entry."""
+    skip_if_not_applicable(factory, "test_rewriting_a_key_is_idempotent")
     cfg = FACTORIES[factory](run_ctx)
     reason = cfg.unavailable_reason()
     if reason:

@@ -50,6 +50,9 @@ class RunContext:
     data_bytes: int
     nodes: int = 1
     hosts: tuple[str, ...] = field(default_factory=lambda: (socket.gethostname(),))
+    #: The launcher's name, for transports that depend on how it keeps workers.
+    launcher: str = "local"
+    mode: str = "phased"
 
 
 @runtime_checkable
@@ -102,6 +105,10 @@ class TransportConfig(BaseModel):
     by_value: ClassVar[bool] = False
     #: Launchers this transport works with; ``None`` means all of them.
     launchers: ClassVar[tuple[str, ...] | None] = None
+
+    def describe(self) -> str:
+        """The table label of this configuration (a variant may name its connector)."""
+        return self.display
 
     def unavailable_reason(self) -> str | None:
         """Why this transport cannot run here (missing package or server), else ``None``."""
