@@ -186,8 +186,10 @@ def test_a_planted_pickle_is_never_loaded(factory: str, run_ctx: RunContext) -> 
 
 
 UNPICKLERS = {"loads", "load", "Unpickler"}
-#: Where simferry unpickles, and why that is safe: only this run's own task results.
-ALLOWED_UNPICKLING = {"transports/futures.py"}
+#: Where simferry unpickles, and why that is safe: only this run's own task results --
+#: pass-by-value blobs (futures) and ProxyStore's small proxies, which travel the same
+#: way; the arrays a proxy resolves to are read with ``np.load(allow_pickle=False)``.
+ALLOWED_UNPICKLING = {"transports/futures.py", "transports/proxystore.py"}
 
 
 def test_no_code_path_unpickles_foreign_data() -> None:

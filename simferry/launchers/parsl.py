@@ -356,8 +356,13 @@ class ParslConfig(LauncherConfig):
                 launcher=mpi,
                 **fixed,
             )
-        # --overlap: the sims and trainers pools share the allocation's nodes.
+        # --overlap: the sims and trainers pools share the allocation's nodes -- the same
+        # ones, named, when the run uses fewer than the job has (else srun may put the two
+        # executors' steps on different nodes: seen with --nodes 1 in a 2-node job).
         srun_args = f"--overlap --nodes={nodes} --ntasks-per-node=1"
+        alloc = self.allocation()
+        if alloc is not None and len(alloc.hosts) > nodes:
+            srun_args += f" --nodelist={','.join(alloc.hosts[:nodes])}"
         if self.launcher_overrides is not None:
             srun_args = self.launcher_overrides
         srun = JobNamedSrunLauncher(debug=False, overrides=srun_args)

@@ -282,3 +282,17 @@ def test_from_a_login_node_the_pools_never_share_this_host(
     inside = ParslConfig(provider="slurm")
     assert inside.hosts_spanned() == 1  # both pools on the allocation's one node
     ShmConfig().check(RunContext(tmp_path, "x", 1, inside.hosts_spanned()))
+
+
+def test_fewer_nodes_than_the_job_has_are_the_same_named_nodes_for_both_pools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Otherwise srun may start the sims' pool on nid1 and the trainers' on nid2."""
+    monkeypatch.setenv("SLURM_JOB_ID", "99")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    monkeypatch.setenv("SLURM_NODELIST", "nid[1-2]")
+    _, sims, trainers = executors(ParslConfig(provider="slurm", nodes=1), tmp_path)
+    for ex in (sims, trainers):
+        assert "--nodes=1 --ntasks-per-node=1 --nodelist=nid1" in ex.provider.launcher("C", 1, 1)
+    _, sims, _ = executors(ParslConfig(provider="slurm"), tmp_path)
+    assert "--nodelist" not in sims.provider.launcher("C", 1, 2)  # the whole job: no list
