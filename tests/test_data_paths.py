@@ -129,7 +129,7 @@ def test_writer_killed_mid_step_fails_cleanly_leaving_nothing(
     with one sentence, and no process (server, staged writer, port) nor file is left."""
     usable(transport, flag, value)
     proc = start_cli(
-        "run", "--transport", transport, flag, value, "--retries", "0", *SMALL,
+        "run", "--transport", transport, flag, value, "--retries", "0", *SMALL, "--quiet",
         cwd=tmp_path, env={"SIMFERRY_FAULT": "kill-sim:1:4"},
     )  # fmt: skip
     try:
