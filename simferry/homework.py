@@ -45,7 +45,8 @@ BY_VALUE_NOTE = (
 def by_value(transport: Any) -> bool:
     """Whether a transport hands data over as task arguments and results (no store)."""
     try:
-        return bool(plugins.transport_config_class(str(transport)).by_value)
+        cls = plugins.transport_config_class(str(transport))
+        return bool(cls.by_value and not cls.by_proxy)
     except Exception:  # an unknown plug-in in old run directories: not marked
         return False
 

@@ -34,7 +34,7 @@ def need_bytes(cfg: RunConfig, data_bytes: int, trainers_here: int) -> int:
     trainer = data_bytes // 2 * held // w.samples + TRAINER_PROCESS_BYTES
     trainer += TRAINER_BYTES_PER_POINT * w.grid_size**2
     need = trainers_here * trainer
-    if cfg.transport.by_value and not getattr(cfg.transport, "by_proxy", False):
+    if cfg.transport.by_value and not cfg.transport.by_proxy:
         workers = getattr(cfg.launcher, "sim_workers", None) or cpu_count()
         need += min(workers, w.num_sims) * 2 * (data_bytes // w.num_sims) + data_bytes
         need += cfg.launcher.result_copies * data_bytes

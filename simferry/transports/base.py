@@ -103,6 +103,8 @@ class TransportConfig(BaseModel):
     display: ClassVar[str] = ""
     #: True when data rides on the launcher's task results (pass-by-value).
     by_value: ClassVar[bool] = False
+    #: By value through the launcher, but only small proxies: the data sits in a store.
+    by_proxy: ClassVar[bool] = False
     #: Launchers this transport works with; ``None`` means all of them.
     launchers: ClassVar[tuple[str, ...] | None] = None
 
