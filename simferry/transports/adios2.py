@@ -71,6 +71,7 @@ from simferry.transports.base import (
     get_many_each,
 )
 from simferry.transports.exceptions import KeyNotFoundError, TransportError
+from simferry.transports.filesystem import DATA_DIR_HELP, make_data_dir
 from simferry.transports.index import END, Backoff, Published
 
 
@@ -520,8 +521,7 @@ class Adios2Config(TransportConfig):
     )
     data_dir: Path | None = Field(
         None,
-        description="directory for the data files (use a shared file system for multi-node "
-        "runs); default: inside the run directory",
+        description=DATA_DIR_HELP,
     )
 
     def describe(self) -> str:
@@ -564,13 +564,7 @@ class Adios2Config(TransportConfig):
         )
 
     def start(self, ctx: RunContext) -> Adios2Transport:
-        root = self.root(ctx)
-        try:
-            root.mkdir(mode=0o700, parents=True, exist_ok=False)
-        except OSError as exc:
-            raise UsageError(
-                f"Could not create the data directory {root}: {exc.strerror}."
-            ) from None
+        root = make_data_dir(self.root(ctx))
         staged = self.adios2_engine == "sst" and ctx.mode == "phased"
         spec = Adios2Spec(root=root, engine=self.adios2_engine, staged=staged)
         return Adios2Transport(spec, owner=True)

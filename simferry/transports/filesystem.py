@@ -221,6 +221,22 @@ class FilesystemSpec(ClientSpec):
         return FilesystemTransport(self.root)
 
 
+#: The ``--data-dir`` help of every transport that keeps files there.
+DATA_DIR_HELP = (
+    "directory for the data files (use a shared file system for multi-node runs); default: "
+    "inside the run directory"
+)
+
+
+def make_data_dir(root: Path) -> Path:
+    """The run's own data directory: new (never another run's files) and private."""
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=False)
+    except OSError as exc:
+        raise UsageError(f"Could not create the data directory {root}: {exc.strerror}.") from None
+    return root
+
+
 def check_space(directory: Path, needed: int, what: str, hint: str) -> None:
     """Refuse up front when ``directory`` (or its nearest existing parent) is unusable."""
     probe = directory
@@ -253,8 +269,7 @@ class FilesystemConfig(TransportConfig):
     display: ClassVar[str] = "file system"
     data_dir: Path | None = Field(
         None,
-        description="directory for the data files (use a shared file system for multi-node "
-        "runs); default: inside the run directory",
+        description=DATA_DIR_HELP,
     )
     keep_data: bool = Field(False, description="keep the data files after the run")
 
@@ -272,11 +287,5 @@ class FilesystemConfig(TransportConfig):
         )
 
     def start(self, ctx: RunContext) -> FilesystemTransport:
-        root = self.root(ctx)
-        try:
-            root.mkdir(mode=0o700, parents=True, exist_ok=False)
-        except OSError as exc:
-            raise UsageError(
-                f"Could not create the data directory {root}: {exc.strerror}."
-            ) from None
+        root = make_data_dir(self.root(ctx))
         return FilesystemTransport(root, owner=True, keep=self.keep_data)

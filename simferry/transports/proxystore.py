@@ -60,6 +60,7 @@ from simferry.transports.base import (
     get_many_each,
 )
 from simferry.transports.exceptions import KeyNotFoundError, TransportError
+from simferry.transports.filesystem import DATA_DIR_HELP, make_data_dir
 
 try:
     from proxystore.connectors.redis import RedisConnector, RedisKey
@@ -326,8 +327,7 @@ class ProxyStoreConfig(TransportConfig):
     )
     data_dir: Path | None = Field(
         None,
-        description="directory for the data files (use a shared file system for multi-node "
-        "runs); default: inside the run directory",
+        description=DATA_DIR_HELP,
     )
     redis_url: str | None = Field(
         None,
@@ -407,13 +407,7 @@ class ProxyStoreConfig(TransportConfig):
         if self.proxystore_connector == "file":
             from proxystore.connectors.file import FileConnector
 
-            root = self.root(ctx)
-            try:
-                root.mkdir(mode=0o700, parents=True, exist_ok=False)
-            except OSError as exc:
-                raise UsageError(
-                    f"Could not create the data directory {root}: {exc.strerror}."
-                ) from None
+            root = make_data_dir(self.root(ctx))
             connector: Any = FileConnector(str(root), clear=True)
         elif self.proxystore_connector == "redis":
             redis_owner = self._redis().start(ctx)
