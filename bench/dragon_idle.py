@@ -58,14 +58,16 @@ HEADS = {
 
 
 def start_idle_runtime(code: str) -> subprocess.Popen[bytes]:
-    from simferry.launchers.dragon import dragon_executable
+    from simferry.launchers.dragon import dragon_executable, launch_flags
 
     exe = dragon_executable()
     if exe is None:
         sys.exit("dragonhpc is not installed; pip install dragonhpc")
     env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(
-        [str(exe), "--", sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL
+        [str(exe), *launch_flags([]), "--", sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while not [c for c in tree(proc.pid) if "time.sleep(3600)" in " ".join(c.cmdline())]:

@@ -122,7 +122,9 @@ def test_conformance_suite_passes_inside_dragon(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
     tests = ["tests/transports/test_conformance.py", "tests/transports/test_ddict.py"]
     tests += ["-k", "ddict and not test_ddict.py or in_dragon"]
-    cmd = [str(exe), "--", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    # On a login node (a Slurm/PBS client, no allocation) Dragon needs to be told: one node.
+    cmd = [str(exe), *dragon.launch_flags([]), "--", sys.executable, "-m", "pytest", "-q"]
+    cmd += ["-p", "no:cacheprovider"]
     cmd += ["--basetemp", str(tmp_path / "t"), *tests]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     out = proc.stdout + proc.stderr
