@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from simferry.report import Group, Run, gb_cell, inputs_gib, linear_fit
+from simferry.analysis.fits import linear_fit
+from simferry.analysis.model import Group, Run, inputs_gib
+from simferry.analysis.tables import gb_cell
 
 from .helpers import records, simferry, summary
 
@@ -53,7 +55,7 @@ def run_dirs(sweep: Path) -> list[Path]:
 
 
 def aggregate(run_dir: Path) -> dict[str, float]:
-    """The table's figures, recomputed here from the raw records (independently of report.py)."""
+    """The table's figures, recomputed here from the raw records (independently of simferry.analysis)."""
     recs = records(run_dir)
     s = summary(run_dir)
     out: dict[str, float] = {"startup": s["startup_s"] + s.get("trainer_ready_s", 0.0)}
@@ -222,7 +224,7 @@ def _synthetic(label: str, sims: int, runs: list[tuple[float, float]]) -> Group:
 
 
 def test_observations_rank_settle_and_flag_variance() -> None:
-    from simferry.observations import observations
+    from simferry.analysis.observations import observations
 
     groups = [
         _synthetic("A", 2, [(2.0, 0.10), (2.1, 0.11)]),

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from simferry import plugins
-from simferry.baselines import Baseline
-from simferry.report import Group, differences_note, inputs_gib, markdown_table
+from simferry.analysis.baselines import Baseline
+from simferry.analysis.model import Group, inputs_gib
+from simferry.analysis.tables import differences_note, markdown_table
 
 #: The reference README's header, character for character.
 HOMEWORK_HEADER = [

@@ -14,15 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simferry.report import (
+from simferry.analysis.fits import (
+    MAX_EXTRAPOLATION,
+    MIN_R2,
     Fit,
-    Group,
-    inputs_gib,
-    series,
     sim_io_points,
     size_fit,
+    slope_known,
     train_io_points,
 )
+from simferry.analysis.model import Group, inputs_gib, series
 
 #: IO shares of run time whose crossing is reported.
 SHARE_THRESHOLDS = (0.10, 0.25, 0.50)
@@ -41,11 +42,8 @@ STRAGGLER = 3.0
 STRAGGLER_EXCESS_S = 0.05
 STRAGGLER_MIN_S = 0.10
 MAX_STRAGGLERS = 3
-#: Extrapolations go no further than this multiple of the largest size measured.
-MAX_EXTRAPOLATION = 10.0
 #: The reference's dataset, in the homework's GB (32 simulations of 512²).
 REFERENCE_GB = 32 * 10 * 512**2 * 8 / 2**30
-MIN_R2 = 0.8
 
 
 def run_total(g: Group) -> float:
@@ -309,11 +307,6 @@ def _fit_text(fit: Fit, what: str, unit: str) -> str:
         f"{hi:.3g}), R² = {fit.r2:.2f}, {fit.n} {unit} at {fit.sizes} sizes, measured "
         f"{gb(fit.xmin)} to {gb(fit.xmax)}"
     )
-
-
-def slope_known(fit: Fit) -> bool:
-    """Whether the 95% interval of the slope excludes zero and the line fits at all."""
-    return fit.ci95()[0] > 0 and fit.r2 >= MIN_R2
 
 
 def extrapolate(fit: Fit, targets: Sequence[tuple[float, str]]) -> str:
