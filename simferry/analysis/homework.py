@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simferry import plugins
 from simferry.analysis.baselines import Baseline
 from simferry.analysis.model import Group, inputs_gib
 from simferry.analysis.tables import differences_note, markdown_table
@@ -43,13 +42,9 @@ BY_VALUE_NOTE = (
 )
 
 
-def by_value(transport: Any) -> bool:
-    """Whether a transport hands data over as task arguments and results (no store)."""
-    try:
-        cls = plugins.transport_config_class(str(transport))
-        return bool(cls.by_value and not cls.by_proxy)
-    except Exception:  # an unknown plug-in in old run directories: not marked
-        return False
+def by_value(g: Group) -> bool:
+    """Whether the group's transport hands data over as task arguments and results."""
+    return bool(g.summary["pass_by_value"])
 
 
 def size_cell(gib: float) -> str:
@@ -69,7 +64,7 @@ def pair(run: float | None, io: float | None) -> str:
 
 
 def homework_row(g: Group) -> list[str]:
-    mark = BY_VALUE_MARK if by_value(g.first.get("transport")) else ""
+    mark = BY_VALUE_MARK if by_value(g) else ""
     return [
         (g.tag + mark).replace("|", "\\|"),
         g.nodes,
@@ -93,7 +88,7 @@ def homework_table(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) ->
     differ = differences_note(groups)
     if differ:
         notes.append(differ.rstrip("\n"))
-    if any(by_value(g.first.get("transport")) for g in groups):
+    if any(by_value(g) for g in groups):
         notes.append(BY_VALUE_NOTE)
     if any(g.n > 1 for g in groups):
         notes.append("Cells are medians over repeats of one configuration (table.md: spread).")

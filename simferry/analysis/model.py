@@ -17,11 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simferry.records import read_records, read_summary
-from simferry.workload.simulation import STEPS
-
-GB = 1e9
-
+from simferry.records import data_sizes, read_records, read_summary
+from simferry.units import GB, GIB
 
 CSV_FIELDS = [
     "implementation",
@@ -109,6 +106,7 @@ def run_metrics(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> d
     if summary.get("startup_s") is not None:
         m["startup_total_s"] = summary["startup_s"] + summary.get("trainer_ready_s", 0.0)
     m["hosts"] = ",".join(hosts_of(records)) or None
+    m["inputs_bytes"] = summary.get("inputs_bytes")
     m["inputs_gib"] = inputs_gib(summary)
     for kind, prefix in (("sim", "sim"), ("train", "train")):
         recs = [r for r in records if r.get("kind") == kind]
@@ -192,6 +190,7 @@ class Run:
 
 
 def load_run(summary: dict[str, Any]) -> Run:
+    summary = recorded(summary)
     path = summary.get("run_dir")
     records = read_records(Path(path)) if path else []
     m = run_metrics(summary, records)
@@ -221,6 +220,11 @@ class Group:
     @property
     def first(self) -> dict[str, Any]:
         return self.runs[0].m
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The first run's summary, with what older summaries lack derived."""
+        return recorded(self.runs[0].summary)
 
     @property
     def label(self) -> str:
@@ -324,12 +328,22 @@ def series(groups: Sequence[Group]) -> dict[str, list[Group]]:
     return out
 
 
-def sizes(s: dict[str, Any]) -> tuple[Any, Any]:
-    """(inputs GB, inputs + targets GiB) from a summary, or from its sims and grid size."""
-    if s.get("inputs_gb") is None and s.get("num_sims") and s.get("grid_size"):
-        inputs = int(s["num_sims"]) * STEPS * int(s["grid_size"]) ** 2 * 8
-        return inputs / GB, 2 * inputs / 2**30
-    return s.get("inputs_gb"), s.get("total_gib")
+def recorded(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary with every field reports read, derived where the summary predates it.
+
+    This is the one place such fields are derived. Placeholders for runs that never
+    started carry only their size parameters, so their data sizes follow from those.
+    Summaries written before runs described their transport get the transport part of
+    their label, no IO note (the table then gives its generic sentence), and
+    pass-by-value for futures only, the one transport that then handed data over by value.
+    """
+    out = dict(summary)
+    if out.get("inputs_bytes") is None and out.get("num_sims") and out.get("grid_size"):
+        out.update(data_sizes(int(out["num_sims"]), int(out["grid_size"])))
+    out.setdefault("transport_display", str(out.get("implementation", "?")).split(" + ", 1)[-1])
+    out.setdefault("io_note", "")
+    out.setdefault("pass_by_value", out.get("transport") == "futures")
+    return out
 
 
 def inputs_gib(s: dict[str, Any]) -> float:
@@ -338,6 +352,5 @@ def inputs_gib(s: dict[str, Any]) -> float:
     The reference computes ``num_sims x 10 x grid² x 8 / 1024³`` and labels it GB, so
     its 0.62 is 32 simulations of 512²; the homework table uses the same formula.
     """
-    if not s.get("num_sims") or not s.get("grid_size"):
-        return math.nan
-    return int(s["num_sims"]) * STEPS * int(s["grid_size"]) ** 2 * 8 / 2**30
+    inputs = recorded(s).get("inputs_bytes")
+    return math.nan if inputs is None else int(inputs) / GIB

@@ -21,7 +21,7 @@ from simferry.analysis.model import (
     group_runs,
     inputs_gib,
     load_runs,
-    sizes,
+    recorded,
 )
 
 #: ``table.md``: the wide table, one quantity and one unit per column.
@@ -40,50 +40,6 @@ TABLE_HEADER = [
     "Start-up + trainer wait (s)",
     "Runs",
 ]
-
-
-#: What serialize / transfer / deserialize mean for each transport (shown under the table).
-IO_NOTES = {
-    "futures": (
-        "pass-by-value, no store. *serialize*: pickling a task's arrays inside the worker "
-        "(simulation results, trainer weights); *transfer*: the hand-offs, measured with "
-        "timestamps (simulation end to its result usable in the main process, trainer "
-        "submission to its start with the data as arguments, trainer end to result "
-        "received), plus landing each sample in the float32 training buffer; *deserialize*: "
-        "unpickling the simulations' results inside each trainer."
-    ),
-    "filesystem": (
-        "one .npy file per array. Arrays are written raw (header + bytes), so serialization "
-        "and the write are one step, counted as *transfer*: write to a temporary file and "
-        "rename (simulations), memory-map, page in and convert into the float32 training "
-        "buffer (trainers), weights save. *serialize* and *deserialize* are 0."
-    ),
-    "shm": (
-        "the file-system path on tmpfs (/dev/shm): the same split, with shared-memory pages "
-        "instead of a disk."
-    ),
-    "redis": (
-        "raw array bytes in chunks plus a small JSON header, nothing pickled, so all of it "
-        "is *transfer*: one MULTI/EXEC pipeline per sample written (simulations), two round "
-        "trips per sample read plus the float32 conversion (trainers), weights save."
-    ),
-    "proxystore": (
-        "pass-by-proxy: each array goes into a ProxyStore Store (np.save bytes), its proxy "
-        "rides on the task result. *transfer*: putting arrays into the store (simulations), "
-        "resolving proxies -- fetch and np.load -- plus the float32 conversion (trainers), "
-        "and the hand-offs of the proxies through the launcher, timed as for futures; "
-        "*serialize*/*deserialize*: pickling the proxies, a few hundred bytes each."
-    ),
-    "adios2": (
-        "one ADIOS2 stream per simulation, one step per sample, all *transfer*. BP5: "
-        "writing steps to the file (simulations), reading them in step order plus the "
-        "float32 conversion (trainers). SST: in phased runs a simulation only hands its "
-        "steps to its staging writer process (a pipe), and the transfer shows in the "
-        "trainers' reads, which also wait for the slowest reader of each stream; in "
-        "streaming runs a simulation's puts include waiting for every trainer to join. "
-        "Weights are a small BP5 file either way."
-    ),
-}
 
 
 GENERIC_NOTE = "time inside the transport's calls, split as the transport reports it."
@@ -136,7 +92,7 @@ def differences_note(groups: Sequence[Group]) -> str:
 def failed_row(s: dict[str, Any], n_cols: int) -> list[str]:
     """A run that did not finish: its size and why, in the columns after the size."""
     status = s.get("status", "failed")
-    size = [gb_cell(inputs_gib(s)), gb_cell(sizes(s)[1])]
+    size = [gb_cell(inputs_gib(s)), gb_cell(recorded(s).get("total_gib"))]
     cells = [_cell(s.get("implementation", "?")), "", str(s.get("nodes", "")), *size]
     cells.append(_cell(f"{status}: {s.get('error', '')}"))
     return cells + [""] * (n_cols - len(cells))
@@ -263,10 +219,13 @@ def breakdown_table(groups: Sequence[Group]) -> str:
     return markdown_table(header, rows)
 
 
-def io_notes(transports: Sequence[str], displays: dict[str, str]) -> str:
-    lines = []
-    for t in dict.fromkeys(transports):
-        lines.append(f"- **{displays.get(t, t)}** ({t}): {IO_NOTES.get(t, GENERIC_NOTE)}")
+def io_notes(groups: Sequence[Group]) -> str:
+    """One line per transport: how its IO time splits, as its run recorded it."""
+    last = {str(g.first["transport"]): g.summary for g in groups}
+    lines = [
+        f"- **{s['transport_display']}** ({t}): {s['io_note'] or GENERIC_NOTE}"
+        for t, s in last.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -301,14 +260,8 @@ def render_table(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) -> s
     if groups:
         parts += ["\n## IO breakdown (mean per task, median over repeats)\n\n"]
         parts.append(breakdown_table(groups))
-        transports = [str(g.first["transport"]) for g in groups]
-        displays = {str(g.first["transport"]): _display(g.label) for g in groups}
-        parts += ["\n## How IO is measured, per transport\n\n", io_notes(transports, displays)]
+        parts += ["\n## How IO is measured, per transport\n\n", io_notes(groups)]
     return "".join(parts)
-
-
-def _display(implementation: str) -> str:
-    return implementation.split(" + ", 1)[-1]
 
 
 def write_csv(runs: Sequence[Run], not_ok: Sequence[dict[str, Any]], path: Path) -> None:
