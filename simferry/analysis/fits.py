@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from simferry.analysis.model import Group, inputs_gib, task_io
+from simferry.units import GIB
 
 #: Extrapolations go no further than this multiple of the largest size measured.
 MAX_EXTRAPOLATION = 10.0
@@ -97,7 +98,7 @@ def sim_io_points(groups: Sequence[Group]) -> tuple[list[float], list[float]]:
         for r in g.runs:
             for rec in r.records:
                 if rec.get("kind") == "sim":
-                    xs.append(int(rec.get("bytes", 0)) / 2**30)
+                    xs.append(int(rec.get("bytes", 0)) / GIB)
                     ys.append(task_io(rec))
     return xs, ys
 

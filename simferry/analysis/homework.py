@@ -16,6 +16,7 @@ from typing import Any
 from simferry.analysis.baselines import Baseline
 from simferry.analysis.model import Group, inputs_gib
 from simferry.analysis.tables import differences_note, markdown_table
+from simferry.units import GIB
 
 #: The reference README's header, character for character.
 HOMEWORK_HEADER = [
@@ -148,7 +149,7 @@ def machine_here(groups: Sequence[Group]) -> str:
         gpus = env.get("gpu_models") or []
         parts = [f"host {env.get('host', '?')}", f"{cpu}, {env.get('cores', '?')} cores"]
         if mem:
-            parts.append(f"{mem / 2**30:.0f} GiB of memory")
+            parts.append(f"{mem / GIB:.0f} GiB of memory")
         parts.append(", ".join(gpus) if gpus else "no GPU used")
         return "; ".join(parts) + f" (from {path})"
     return "not recorded (no environment.json in the runs given)"

@@ -23,7 +23,7 @@ from simferry.analysis.fits import (
     slope_known,
     train_io_points,
 )
-from simferry.analysis.model import Group, Run, inputs_gib, series
+from simferry.analysis.model import Group, Run, inputs_gib, series, task_io
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -167,13 +167,7 @@ def io_distribution(labelled: list[tuple[str, Group]], path: Path) -> Path:
         (axes[0][1], "train", "trainer tasks"),
     ):
         data = [
-            [
-                float(rec.get("serialize_s", 0) + rec.get("transfer_s", 0))
-                + float(rec.get("deserialize_s", 0))
-                for r in g.runs
-                for rec in r.records
-                if rec.get("kind") == kind
-            ]
+            [task_io(rec) for r in g.runs for rec in r.records if rec.get("kind") == kind]
             or [math.nan]
             for _, g in labelled
         ]
@@ -201,8 +195,7 @@ def timeline(runs: list[tuple[str, Run]], path: Path) -> Path:
             color = "#3182bd" if rec.get("kind") == "sim" else "#e6550d"
             ax.barh(row, start - sub, left=sub, color="#dddddd", height=0.8)
             ax.barh(row, end - start, left=start, color=color, height=0.8)
-            io = float(rec.get("serialize_s", 0) + rec.get("transfer_s", 0))
-            io += float(rec.get("deserialize_s", 0))
+            io = task_io(rec)
             ax.barh(row, min(io, max(end - start, 0)), left=start, color="black", height=0.25)
             ax.barh(row, got - end, left=end, color="#756bb1", height=0.8)
         ax.set_yticks(

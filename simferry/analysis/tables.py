@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,35 +128,34 @@ def _cv(g: Group, name: str) -> str:
     return _num(g.spread(name)[2] * 100, ".0f") + "%"
 
 
-def spread_table(groups: Sequence[Group]) -> str:
-    header = [
-        "Implementation",
-        "Nodes",
-        "Data",
-        "Runs",
-        "Sim IO min-max (s)",
-        "Train IO min-max (s)",
-        "Sim + train run min-max (s)",
-        "CV of IO (sim / train)",
+def per_group_table(groups: Sequence[Group], columns: dict[str, Callable[[Group], str]]) -> str:
+    """A table with a row per group, named by implementation, nodes and data size."""
+    header = ["Implementation", "Nodes", "Data", *columns]
+    rows = [
+        [_cell(g.tag), g.nodes, g.size(), *(cell(g) for cell in columns.values())] for g in groups
     ]
-    rows = []
-    for g in groups:
-        if g.n < 2:
-            continue
-        totals = [r.m["sim_run_s"] + r.m["train_run_s"] for r in g.runs]
-        rows.append(
-            [
-                _cell(g.tag),
-                g.nodes,
-                g.size(),
-                str(g.n),
-                _range(g, "sim_io_s", ".3f"),
-                _range(g, "train_io_s", ".3f"),
-                f"{min(totals):.2f}-{max(totals):.2f}",
-                f"{_cv(g, 'sim_io_s')} / {_cv(g, 'train_io_s')}",
-            ]
-        )
-    return markdown_table(header, rows) if rows else ""
+    return markdown_table(header, rows)
+
+
+def _run_range(g: Group) -> str:
+    totals = [r.m["sim_run_s"] + r.m["train_run_s"] for r in g.runs]
+    return f"{min(totals):.2f}-{max(totals):.2f}"
+
+
+#: ``spread_table``'s columns after the group's name.
+SPREAD_COLUMNS: dict[str, Callable[[Group], str]] = {
+    "Runs": lambda g: str(g.n),
+    "Sim IO min-max (s)": lambda g: _range(g, "sim_io_s", ".3f"),
+    "Train IO min-max (s)": lambda g: _range(g, "train_io_s", ".3f"),
+    "Sim + train run min-max (s)": _run_range,
+    "CV of IO (sim / train)": lambda g: f"{_cv(g, 'sim_io_s')} / {_cv(g, 'train_io_s')}",
+}
+
+
+def spread_table(groups: Sequence[Group]) -> str:
+    """Minimum, maximum and variation of every group that has repeats ("" if none has)."""
+    repeated = [g for g in groups if g.n >= 2]
+    return per_group_table(repeated, SPREAD_COLUMNS) if repeated else ""
 
 
 STREAMING_NOTE = (
@@ -201,22 +200,19 @@ def streaming_table(groups: Sequence[Group]) -> str:
     return markdown_table(header, rows) if rows else ""
 
 
+def _parts(g: Group, phase: str) -> str:
+    return " / ".join(_num(g.median(f"{phase}_{part}_s"), ".4f") for part in PARTS)
+
+
 def breakdown_table(groups: Sequence[Group]) -> str:
-    header = [
-        "Implementation",
-        "Nodes",
-        "Data",
-        "Simulation serialize / transfer / deserialize (s)",
-        "Training serialize / transfer / deserialize (s)",
-    ]
-    rows = []
-    for g in groups:
-        parts = [
-            " / ".join(_num(g.median(f"{p}_{part}_s"), ".4f") for part in PARTS)
-            for p in ("sim", "train")
-        ]
-        rows.append([_cell(g.tag), g.nodes, g.size(), *parts])
-    return markdown_table(header, rows)
+    """Each phase's IO time split into serialize / transfer / deserialize."""
+    return per_group_table(
+        groups,
+        {
+            "Simulation serialize / transfer / deserialize (s)": lambda g: _parts(g, "sim"),
+            "Training serialize / transfer / deserialize (s)": lambda g: _parts(g, "train"),
+        },
+    )
 
 
 def io_notes(groups: Sequence[Group]) -> str:
