@@ -65,6 +65,7 @@ def pair(run: float | None, io: float | None) -> str:
 
 
 def homework_row(g: Group) -> list[str]:
+    """A group's row in the reference's five columns; pass-by-value rows carry the mark."""
     mark = BY_VALUE_MARK if by_value(g) else ""
     return [
         (g.tag + mark).replace("|", "\\|"),
@@ -76,6 +77,7 @@ def homework_row(g: Group) -> list[str]:
 
 
 def failed_row(s: dict[str, Any]) -> list[str]:
+    """A run without results: its size and, in the time columns, why."""
     reason = f"{s.get('status', 'failed')}: {s.get('error', '')}".replace("|", "\\|")
     reason = reason.replace("\n", " ")
     return [str(s.get("implementation", "?")), str(s.get("nodes", "")), size_cell(inputs_gib(s)),
@@ -106,6 +108,7 @@ def ratio(here: float, published: Any) -> str:
 
 
 def at_published_config(g: Group, base: Baseline) -> bool:
+    """Whether a group ran what the baseline ran, so a ratio between them means something."""
     m = base.machine
     f = g.first
     return (

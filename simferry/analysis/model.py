@@ -79,6 +79,7 @@ def load_summaries(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
 
 
 def task_io(rec: dict[str, Any]) -> float:
+    """A task's IO time: every second it spent inside transport calls, however split."""
     return float(rec.get("serialize_s", 0) + rec.get("transfer_s", 0) + rec.get("deserialize_s", 0))
 
 
@@ -173,6 +174,8 @@ def run_params(summary: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Run:
+    """One run: its summary, its task records and the metrics derived from them."""
+
     summary: dict[str, Any]
     records: list[dict[str, Any]]
     m: dict[str, Any]
@@ -190,6 +193,7 @@ class Run:
 
 
 def load_run(summary: dict[str, Any]) -> Run:
+    """A run from its summary, with its records read from the run directory if it has one."""
     summary = recorded(summary)
     path = summary.get("run_dir")
     records = read_records(Path(path)) if path else []

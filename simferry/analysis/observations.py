@@ -264,6 +264,7 @@ def winner_trend(winners: Winners, what: str) -> list[str]:
 
 
 def io_share(by_series: dict[str, list[Group]]) -> list[str]:
+    """How much of each series' run time IO takes, and where it crosses the thresholds."""
     lines = []
     for name, gs in by_series.items():
         gs = sorted(gs, key=lambda g: inputs_gib(g.first))
@@ -343,6 +344,7 @@ def extrapolate(fit: Fit, targets: Sequence[tuple[float, str]]) -> str:
 
 
 def scaling(by_series: dict[str, list[Group]]) -> list[str]:
+    """Fitted IO-time trends per series, with extrapolations only where the fit allows."""
     lines = []
     train_fits: dict[str, Fit] = {}
     for name, gs in by_series.items():
@@ -399,6 +401,7 @@ def cv(values: Sequence[float]) -> float:
 
 
 def anomalies(groups: Sequence[Group]) -> list[str]:
+    """Configurations whose repeats disagree, and tasks far slower than their run's others."""
     repeated = [g for g in groups if g.n > 1]
     if not repeated:
         return [
@@ -453,6 +456,7 @@ def is_straggler(io: float, median: float) -> bool:
 
 
 def stragglers(groups: Sequence[Group]) -> list[str]:
+    """The tasks whose IO took far longer than their run's median, worst first."""
     found: list[tuple[float, str]] = []
     for g in groups:
         for r in g.runs:
@@ -481,6 +485,7 @@ def stragglers(groups: Sequence[Group]) -> list[str]:
 
 
 def not_completed(not_ok: Sequence[dict[str, Any]]) -> list[str]:
+    """Runs that failed or were skipped, with the reason each recorded."""
     lines = []
     for s in not_ok:
         size = ""
@@ -494,6 +499,7 @@ def not_completed(not_ok: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def observations(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) -> str:
+    """``observations.md``'s text: each claim with the figures it rests on."""
     by_series = series(groups)
     runs = sum(g.n for g in groups)
     out = [
@@ -529,6 +535,7 @@ def observations(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) -> s
 def write_observations(
     groups: Sequence[Group], not_ok: Sequence[dict[str, Any]], path: Path
 ) -> str:
+    """Write ``observations.md``; return its text."""
     text = observations(groups, not_ok)
     path.write_text(text, encoding="utf-8")
     return text

@@ -64,6 +64,7 @@ def gb_cell(x: Any) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table (cells must already be escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -285,6 +286,7 @@ def write_table(summaries: Sequence[dict[str, Any]], out_dir: Path) -> str:
 
 
 def write_runs_table(runs: Sequence[Run], not_ok: Sequence[dict[str, Any]], out_dir: Path) -> str:
+    """Write ``table.md`` and ``results.csv`` for runs already loaded; return the markdown."""
     text = render_table(group_runs(runs), not_ok)
     (out_dir / "table.md").write_text(text, encoding="utf-8")
     write_csv(runs, not_ok, out_dir / "results.csv")
