@@ -224,13 +224,13 @@ def print_json(data: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from simferry.analysis.report import homework
     from simferry.launchers.dragon import (
         execute_under_dragon,
         needs_runtime,
         run_config_under_dragon,
     )
     from simferry.records import read_summary
-    from simferry.report import homework
     from simferry.workflow import check_run, execute
 
     cfg = config_from_args(args)
@@ -259,9 +259,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from simferry.analysis.report import write_report
     from simferry.launchers.dragon import execute_under_dragon, needs_runtime
     from simferry.records import make_run_dir, read_summary
-    from simferry.report import write_report
     from simferry.workflow import check_run, execute, implementation
 
     console = Console(stderr=True, quiet=silent(args))  # errors and skips go to `shout`
@@ -388,9 +388,10 @@ def skip_reason(cfg: RunConfig) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from simferry import baselines
+    from simferry.analysis import baselines
+    from simferry.analysis.model import load_summaries
+    from simferry.analysis.report import REPORT_FILES, write_report
     from simferry.records import make_run_dir
-    from simferry.report import REPORT_FILES, load_summaries, write_report
 
     dirs = find_run_dirs(args.run_dirs)
     if not dirs:

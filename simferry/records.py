@@ -21,11 +21,53 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import tomli_w
 
+from simferry.units import GB, GIB
+
 IoPart = Literal["serialize", "transfer", "deserialize"]
+
+#: Samples each simulation writes (the reference's ten time steps). It lives with the
+#: records because every data size a summary records is a multiple of it.
+STEPS = 10
+
+
+def data_sizes(num_sims: int, grid_size: int) -> dict[str, float]:
+    """A run's data sizes as its summary records them: float64 grids, inputs and targets."""
+    inputs = num_sims * STEPS * grid_size * grid_size * 8
+    return {
+        "inputs_bytes": inputs,
+        "inputs_gb": inputs / GB,
+        "total_bytes": 2 * inputs,
+        "total_gb": 2 * inputs / GB,
+        "total_gib": 2 * inputs / GIB,
+    }
+
+
+class DescribedTransport(Protocol):
+    """What a run's summary says about its transport (a transport's config class)."""
+
+    @property
+    def io_note(self) -> str: ...
+
+    @property
+    def by_value(self) -> bool: ...
+
+    @property
+    def by_proxy(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+
+def transport_summary(transport: DescribedTransport) -> dict[str, Any]:
+    """The summary fields that let a report describe a transport without importing it."""
+    return {
+        "transport_display": transport.describe(),
+        "io_note": transport.io_note,
+        "pass_by_value": transport.by_value and not transport.by_proxy,
+    }
 
 
 @dataclass

@@ -389,7 +389,7 @@ class Sweep:
 
     def summaries(self) -> list[dict[str, Any]]:
         """Every finished run, then a row with the reason for each point without one."""
-        from simferry.report import load_summaries
+        from simferry.analysis.model import load_summaries
 
         out = load_summaries([r for p in self.points for r in self.runs.get(p, [])])
         for p in self.points:
@@ -412,8 +412,8 @@ class Sweep:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from simferry.analysis.report import write_report
     from simferry.launchers.dragon import execute_under_dragon, needs_runtime
-    from simferry.report import write_report
     from simferry.workflow import execute
 
     points = grid(args)

@@ -30,7 +30,15 @@ from simferry.errors import Interrupted, RunFailure, SimferryError, UsageError
 from simferry.launchers.base import Launcher, Role
 from simferry.memory import need_bytes
 from simferry.progress import NullProgress, Progress
-from simferry.records import RunDir, TaskRecord, environment, make_run_dir, utc_stamp
+from simferry.records import (
+    RunDir,
+    TaskRecord,
+    data_sizes,
+    environment,
+    make_run_dir,
+    transport_summary,
+    utc_stamp,
+)
 from simferry.tasks import (
     ManifestEntry,
     SimResult,
@@ -42,9 +50,7 @@ from simferry.tasks import (
 )
 from simferry.transports.base import RunContext, Transport, WeightsKey
 from simferry.transports.exceptions import TransportUnavailableError
-from simferry.workload.simulation import STEPS
 
-GB = 1e9
 GIB = 2**30
 #: Further signals during cleanup after which simferry stops cleaning up and exits.
 ABANDON_AFTER = 2
@@ -57,17 +63,6 @@ ALIVE_S = 1.0
 def implementation(cfg: RunConfig) -> str:
     """Table label in the reference's style, e.g. "Parsl + file system"."""
     return f"{cfg.launcher.display or cfg.launcher.name} + {cfg.transport.describe()}"
-
-
-def data_sizes(num_sims: int, grid_size: int) -> dict[str, float]:
-    inputs = num_sims * STEPS * grid_size * grid_size * 8
-    return {
-        "inputs_bytes": inputs,
-        "inputs_gb": inputs / GB,
-        "total_bytes": 2 * inputs,
-        "total_gb": 2 * inputs / GB,
-        "total_gib": 2 * inputs / GIB,
-    }
 
 
 def preflight(cfg: RunConfig, ctx: RunContext, trainers_here: int) -> None:
@@ -514,6 +509,7 @@ def base_summary(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "grid_size": w.grid_size,
         "step_seconds": w.step_seconds,
         **data_sizes(w.num_sims, w.grid_size),
+        **transport_summary(cfg.transport),
     }
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from simferry import baselines
-from simferry.homework import HOMEWORK_HEADER, baseline_section, homework_table
+from simferry.analysis import baselines
+from simferry.analysis.homework import HOMEWORK_HEADER, baseline_section, homework_table
+from simferry.analysis.model import group_runs, load_runs, load_summaries, node_cell
+from simferry.analysis.report import write_report
 from simferry.records import environment
-from simferry.report import group_runs, load_runs, load_summaries, node_cell, write_report
 
 from .helpers import simferry
 from .runs import fake_run

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from simferry.observations import fastest, is_straggler, observations, scaling, stragglers
-from simferry.report import Group, group_runs, linear_fit, load_runs, load_summaries, series
+from simferry.analysis.fits import linear_fit
+from simferry.analysis.model import Group, group_runs, load_runs, load_summaries, series
+from simferry.analysis.observations import fastest, is_straggler, observations, scaling, stragglers
 
 from .runs import fake_run
 

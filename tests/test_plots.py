@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from simferry.plots import _figure, _legend_below, _scale, write_plots
-from simferry.report import group_runs, load_runs, load_summaries
+from simferry.analysis.model import group_runs, load_runs, load_summaries
+from simferry.analysis.plots import _figure, _legend_below, _scale, write_plots
 
 from .runs import fake_run
 
@@ -53,7 +53,7 @@ def test_one_size_gives_bars_and_the_timeline_shares_its_x_axis(
 ) -> None:
     from matplotlib.container import BarContainer
 
-    from simferry import plots
+    from simferry.analysis import plots
 
     drawn = {}
     save = plots._save

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from simferry.report import Group, Run, gb_cell, inputs_gib, linear_fit
+from simferry.analysis.fits import linear_fit
+from simferry.analysis.model import Group, Run, inputs_gib, load_summaries
+from simferry.analysis.tables import gb_cell, write_table
+from simferry.records import transport_summary
+from simferry.transports.filesystem import FilesystemConfig
+from simferry.transports.futures import FuturesConfig
 
 from .helpers import records, simferry, summary
+from .runs import fake_run
 
 HOMEWORK = (
     "| Implementation | Number of Nodes | Training Data Size (GB) | "
@@ -53,7 +60,7 @@ def run_dirs(sweep: Path) -> list[Path]:
 
 
 def aggregate(run_dir: Path) -> dict[str, float]:
-    """The table's figures, recomputed here from the raw records (independently of report.py)."""
+    """The table's figures, recomputed here from the raw records (independently of simferry.analysis)."""
     recs = records(run_dir)
     s = summary(run_dir)
     out: dict[str, float] = {"startup": s["startup_s"] + s.get("trainer_ready_s", 0.0)}
@@ -222,7 +229,7 @@ def _synthetic(label: str, sims: int, runs: list[tuple[float, float]]) -> Group:
 
 
 def test_observations_rank_settle_and_flag_variance() -> None:
-    from simferry.observations import observations
+    from simferry.analysis.observations import observations
 
     groups = [
         _synthetic("A", 2, [(2.0, 0.10), (2.1, 0.11)]),
@@ -240,3 +247,26 @@ def test_observations_rank_settle_and_flag_variance() -> None:
     assert "High variance over 2 runs of B" in text
     # Two sizes only: no slope is fitted (issue 16), however clean the line looks.
     assert "A: 2 data size(s) measured" in text and "*Extrapolation*" not in text
+
+
+def test_table_quotes_the_io_note_its_run_recorded(tmp_path: Path) -> None:
+    fs = fake_run(tmp_path, "fs")
+    summary_path = fs / "summary.json"
+    recorded = json.loads(summary_path.read_text())
+    recorded |= {"transport_display": "disk", "io_note": "as recorded.", "pass_by_value": False}
+    summary_path.write_text(json.dumps(recorded))
+    older = fake_run(tmp_path, "fut", transport="futures")  # a summary without those fields
+    text = write_table(load_summaries([fs, older]), tmp_path)
+    assert "- **disk** (filesystem): as recorded.\n" in text
+    assert "- **futures** (futures): time inside the transport's calls" in text
+
+
+def test_a_run_records_what_reports_say_about_its_transport() -> None:
+    facts = transport_summary(FuturesConfig())
+    assert facts == {
+        "transport_display": "futures",
+        "io_note": FuturesConfig.io_note,
+        "pass_by_value": True,
+    }
+    assert transport_summary(FilesystemConfig())["pass_by_value"] is False
+    assert FuturesConfig.io_note.startswith("pass-by-value, no store.")

@@ -259,8 +259,8 @@ def test_streaming_survives_killed_workers(
 
 
 def test_report_puts_streaming_beside_phased(tmp_path: Path) -> None:
+    from simferry.analysis.tables import write_table
     from simferry.records import write_json
-    from simferry.report import write_table
 
     base = {
         "status": "ok", "implementation": "Local + file system", "launcher": "local",

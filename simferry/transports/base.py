@@ -105,6 +105,9 @@ class TransportConfig(BaseModel):
     by_value: ClassVar[bool] = False
     #: By value through the launcher, but only small proxies: the data sits in a store.
     by_proxy: ClassVar[bool] = False
+    #: What serialize / transfer / deserialize mean for this transport, quoted by reports
+    #: (recorded in each run's summary); empty: the report's generic sentence.
+    io_note: ClassVar[str] = ""
     #: Launchers this transport works with; ``None`` means all of them.
     launchers: ClassVar[tuple[str, ...] | None] = None
 

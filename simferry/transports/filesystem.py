@@ -267,6 +267,14 @@ class FilesystemConfig(TransportConfig):
 
     name: Literal["filesystem"] = "filesystem"
     display: ClassVar[str] = "file system"
+    #: What serialize / transfer / deserialize mean here; reports quote it under the table.
+    io_note: ClassVar[str] = (
+        "one .npy file per array. Arrays are written raw (header + bytes), so "
+        "serialization and the write are one step, counted as *transfer*: write to a "
+        "temporary file and rename (simulations), memory-map, page in and convert into "
+        "the float32 training buffer (trainers), weights save. *serialize* and "
+        "*deserialize* are 0."
+    )
     data_dir: Path | None = Field(
         None,
         description=DATA_DIR_HELP,

@@ -98,6 +98,16 @@ class FuturesConfig(TransportConfig):
 
     name: Literal["futures"] = "futures"
     display: ClassVar[str] = "futures"
+    #: What serialize / transfer / deserialize mean here; reports quote it under the table.
+    io_note: ClassVar[str] = (
+        "pass-by-value, no store. *serialize*: pickling a task's arrays inside the "
+        "worker (simulation results, trainer weights); *transfer*: the hand-offs, "
+        "measured with timestamps (simulation end to its result usable in the main "
+        "process, trainer submission to its start with the data as arguments, trainer "
+        "end to result received), plus landing each sample in the float32 training "
+        "buffer; *deserialize*: unpickling the simulations' results inside each "
+        "trainer."
+    )
     by_value: ClassVar[bool] = True
 
     def start(self, ctx: RunContext) -> FuturesTransport:

@@ -314,6 +314,15 @@ class ProxyStoreConfig(TransportConfig):
 
     name: Literal["proxystore"] = "proxystore"
     display: ClassVar[str] = "ProxyStore"
+    #: What serialize / transfer / deserialize mean here; reports quote it under the table.
+    io_note: ClassVar[str] = (
+        "pass-by-proxy: each array goes into a ProxyStore Store (np.save bytes), its "
+        "proxy rides on the task result. *transfer*: putting arrays into the store "
+        "(simulations), resolving proxies -- fetch and np.load -- plus the float32 "
+        "conversion (trainers), and the hand-offs of the proxies through the launcher, "
+        "timed as for futures; *serialize*/*deserialize*: pickling the proxies, a few "
+        "hundred bytes each."
+    )
     by_value: ClassVar[bool] = True
     by_proxy: ClassVar[bool] = True
     compare_variants: ClassVar[tuple[dict[str, Any], ...]] = tuple(

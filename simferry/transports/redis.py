@@ -476,6 +476,13 @@ class RedisConfig(TransportConfig):
 
     name: Literal["redis"] = "redis"
     display: ClassVar[str] = "Redis"
+    #: What serialize / transfer / deserialize mean here; reports quote it under the table.
+    io_note: ClassVar[str] = (
+        "raw array bytes in chunks plus a small JSON header, nothing pickled, so all of "
+        "it is *transfer*: one MULTI/EXEC pipeline per sample written (simulations), "
+        "two round trips per sample read plus the float32 conversion (trainers), "
+        "weights save."
+    )
     redis_url: str | None = Field(
         None,
         description="use this existing Redis server (redis://[:password@]host:port/db, "

@@ -38,6 +38,11 @@ class ShmConfig(TransportConfig):
 
     name: Literal["shm"] = "shm"
     display: ClassVar[str] = "shared memory"
+    #: What serialize / transfer / deserialize mean here; reports quote it under the table.
+    io_note: ClassVar[str] = (
+        "the file-system path on tmpfs (/dev/shm): the same split, with shared-memory "
+        "pages instead of a disk."
+    )
     shm_dir: Path = Field(Path("/dev/shm"), description="tmpfs mount used by the shm transport")
 
     def check(self, ctx: RunContext) -> None:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-STEPS = 10
+from simferry.records import STEPS
 
 
 class Sample(NamedTuple):

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simferry import plugins
-from simferry.baselines import Baseline
-from simferry.report import Group, differences_note, inputs_gib, markdown_table
+from simferry.analysis.baselines import Baseline
+from simferry.analysis.model import Group, inputs_gib
+from simferry.analysis.tables import differences_note, markdown_table
+from simferry.units import GIB
 
 #: The reference README's header, character for character.
 HOMEWORK_HEADER = [
@@ -42,13 +43,9 @@ BY_VALUE_NOTE = (
 )
 
 
-def by_value(transport: Any) -> bool:
-    """Whether a transport hands data over as task arguments and results (no store)."""
-    try:
-        cls = plugins.transport_config_class(str(transport))
-        return bool(cls.by_value and not cls.by_proxy)
-    except Exception:  # an unknown plug-in in old run directories: not marked
-        return False
+def by_value(g: Group) -> bool:
+    """Whether the group's transport hands data over as task arguments and results."""
+    return bool(g.summary["pass_by_value"])
 
 
 def size_cell(gib: float) -> str:
@@ -68,7 +65,8 @@ def pair(run: float | None, io: float | None) -> str:
 
 
 def homework_row(g: Group) -> list[str]:
-    mark = BY_VALUE_MARK if by_value(g.first.get("transport")) else ""
+    """A group's row in the reference's five columns; pass-by-value rows carry the mark."""
+    mark = BY_VALUE_MARK if by_value(g) else ""
     return [
         (g.tag + mark).replace("|", "\\|"),
         g.nodes,
@@ -79,6 +77,7 @@ def homework_row(g: Group) -> list[str]:
 
 
 def failed_row(s: dict[str, Any]) -> list[str]:
+    """A run without results: its size and, in the time columns, why."""
     reason = f"{s.get('status', 'failed')}: {s.get('error', '')}".replace("|", "\\|")
     reason = reason.replace("\n", " ")
     return [str(s.get("implementation", "?")), str(s.get("nodes", "")), size_cell(inputs_gib(s)),
@@ -92,7 +91,7 @@ def homework_table(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) ->
     differ = differences_note(groups)
     if differ:
         notes.append(differ.rstrip("\n"))
-    if any(by_value(g.first.get("transport")) for g in groups):
+    if any(by_value(g) for g in groups):
         notes.append(BY_VALUE_NOTE)
     if any(g.n > 1 for g in groups):
         notes.append("Cells are medians over repeats of one configuration (table.md: spread).")
@@ -109,6 +108,7 @@ def ratio(here: float, published: Any) -> str:
 
 
 def at_published_config(g: Group, base: Baseline) -> bool:
+    """Whether a group ran what the baseline ran, so a ratio between them means something."""
     m = base.machine
     f = g.first
     return (
@@ -152,7 +152,7 @@ def machine_here(groups: Sequence[Group]) -> str:
         gpus = env.get("gpu_models") or []
         parts = [f"host {env.get('host', '?')}", f"{cpu}, {env.get('cores', '?')} cores"]
         if mem:
-            parts.append(f"{mem / 2**30:.0f} GiB of memory")
+            parts.append(f"{mem / GIB:.0f} GiB of memory")
         parts.append(", ".join(gpus) if gpus else "no GPU used")
         return "; ".join(parts) + f" (from {path})"
     return "not recorded (no environment.json in the runs given)"

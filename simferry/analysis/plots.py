@@ -12,21 +12,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from simferry.report import (
-    Group,
-    Run,
-    inputs_gib,
-    series,
+from simferry.analysis.fits import (
+    MAX_EXTRAPOLATION,
     sim_io_points,
     size_fit,
+    slope_known,
     train_io_points,
 )
+from simferry.analysis.model import Group, Run, inputs_gib, series, task_io
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# matplotlib is imported inside the functions that draw: importing it takes about half a
+# second, and every command that prints a table imports this package, while only those
+# that write a report directory draw.
 
 SEGMENTS = [
     ("startup_s", "start-up", "#bbbbbb"),
@@ -42,6 +46,9 @@ MAX_TIMELINES = 6
 def _figure(
     width: float, height: float, rows: int = 1, cols: int = 1, sharex: bool = False
 ) -> tuple[Figure, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: see the note at the top
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=sharex)
@@ -62,7 +69,7 @@ def _legend_below(fig: Figure, ax: Any, ncols: int = 3) -> None:
 
 def _scale(ax: Any, axis: str, values: Sequence[float]) -> None:
     """Log scale only when the values span more than a decade; minor ticks unlabelled."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # heavy
 
     pos = [v for v in values if v > 0 and math.isfinite(v)]
     which = ax.xaxis if axis == "x" else ax.yaxis
@@ -83,7 +90,7 @@ def _label(g: Group, name: str) -> str:
 
 
 def colors(names: Sequence[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # heavy: see the note at the top
 
     cmap = colormaps["tab10"]
     return {n: cmap(i % 10) for i, n in enumerate(names)}
@@ -160,13 +167,7 @@ def io_distribution(labelled: list[tuple[str, Group]], path: Path) -> Path:
         (axes[0][1], "train", "trainer tasks"),
     ):
         data = [
-            [
-                float(rec.get("serialize_s", 0) + rec.get("transfer_s", 0))
-                + float(rec.get("deserialize_s", 0))
-                for r in g.runs
-                for rec in r.records
-                if rec.get("kind") == kind
-            ]
+            [task_io(rec) for r in g.runs for rec in r.records if rec.get("kind") == kind]
             or [math.nan]
             for _, g in labelled
         ]
@@ -194,8 +195,7 @@ def timeline(runs: list[tuple[str, Run]], path: Path) -> Path:
             color = "#3182bd" if rec.get("kind") == "sim" else "#e6550d"
             ax.barh(row, start - sub, left=sub, color="#dddddd", height=0.8)
             ax.barh(row, end - start, left=start, color=color, height=0.8)
-            io = float(rec.get("serialize_s", 0) + rec.get("transfer_s", 0))
-            io += float(rec.get("deserialize_s", 0))
+            io = task_io(rec)
             ax.barh(row, min(io, max(end - start, 0)), left=start, color="black", height=0.25)
             ax.barh(row, got - end, left=end, color="#756bb1", height=0.8)
         ax.set_yticks(
@@ -204,7 +204,7 @@ def timeline(runs: list[tuple[str, Run]], path: Path) -> Path:
         ax.invert_yaxis()
         ax.set_title(f"{name}: {run.m['num_sims']} sims x {run.m['grid_size']}²", fontsize=9)
     axes[-1][0].set_xlabel("seconds since the first task was submitted")
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # heavy: see the note at the top
 
     handles = [
         Patch(color="#dddddd", label="submitted, not started"),
@@ -219,8 +219,6 @@ def timeline(runs: list[tuple[str, Run]], path: Path) -> Path:
 
 def io_fit(by_series: dict[str, list[Group]], path: Path) -> Path:
     """IO time against data size; a line only from 3 or more sizes, dashed up to 10x."""
-    from simferry.observations import MAX_EXTRAPOLATION, slope_known
-
     fig, axes = _figure(10, 4.6, 1, 2)
     palette = colors(list(by_series))
     for ax, points, title, xlabel in (

@@ -14,15 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simferry.report import (
+from simferry.analysis.fits import (
+    MAX_EXTRAPOLATION,
+    MIN_R2,
     Fit,
-    Group,
-    inputs_gib,
-    series,
     sim_io_points,
     size_fit,
+    slope_known,
     train_io_points,
 )
+from simferry.analysis.model import Group, inputs_gib, series, task_io
+from simferry.records import data_sizes
+from simferry.units import GIB
 
 #: IO shares of run time whose crossing is reported.
 SHARE_THRESHOLDS = (0.10, 0.25, 0.50)
@@ -41,11 +44,8 @@ STRAGGLER = 3.0
 STRAGGLER_EXCESS_S = 0.05
 STRAGGLER_MIN_S = 0.10
 MAX_STRAGGLERS = 3
-#: Extrapolations go no further than this multiple of the largest size measured.
-MAX_EXTRAPOLATION = 10.0
 #: The reference's dataset, in the homework's GB (32 simulations of 512²).
-REFERENCE_GB = 32 * 10 * 512**2 * 8 / 2**30
-MIN_R2 = 0.8
+REFERENCE_GB = data_sizes(32, 512)["inputs_bytes"] / GIB
 
 
 def run_total(g: Group) -> float:
@@ -151,64 +151,77 @@ def fastest(groups: Sequence[Group]) -> tuple[list[str], dict[str, Winners]]:
     for gs in buckets.values():
         ranked = sorted(gs, key=run_total)
         best = ranked[0]
-        size, nodes = inputs_gib(best.first), best.nodes
-        sim, train = best.median("sim_run_s"), best.median("train_run_s")
         if len(ranked) == 1:
+            sim, train = best.median("sim_run_s"), best.median("train_run_s")
             lines.append(
                 f"- {where(best)}: only {best.tag} ran ({sim + train:.2f} s of simulation + "
                 "training run time); nothing to compare it with."
             )
             continue
-        second = ranked[1]
-        t1, t2 = run_total(best), run_total(second)
-        ok = settled(best, second, "run")
-        if ok:
-            text = (
-                f"- {where(best)}: **{best.tag}** was fastest, {t1:.2f} s of simulation + "
-                f"training run time ({sim:.2f} + {train:.2f} s), {secs(t2 - t1)} "
-                f"({pct((t2 - t1) / t2)}) less than {second.tag} ({t2:.2f} s)"
-            )
-            text += (
-                f"; slowest was {ranked[-1].tag} ({run_total(ranked[-1]):.2f} s)."
-                if len(ranked) > 2
-                else "."
-            )
-            if best.n >= 2 and second.n >= 2:
-                text += f" Every repeat agrees ({best.n} and {second.n} runs)."
-        else:
-            text = (
-                f"- {where(best)}: run times are not distinguishable here: {best.tag} "
-                f"{t1:.2f} s, {second.tag} {t2:.2f} s of simulation + training run time. "
-                + why_unsettled(best, second, "run")
-            )
-        winners["run"].setdefault(nodes, []).append((size, best.tag, how(best, second, ok)))
-        shares = {g.tag: io_total(g) / run_total(g) for g in gs if run_total(g) > 0}
-        if shares and max(shares.values()) < IO_MINOR:
-            top = max(shares, key=lambda k: shares[k])
-            text += (
-                f" IO is under {pct(IO_MINOR)} of the run time for every implementation here "
-                f"(at most {100 * shares[top]:.1f}%, {top}), so the transport is not what decides "
-                "the run time at this size."
-            )
+        size, nodes = inputs_gib(best.first), best.nodes
+        ok = settled(best, ranked[1], "run")
+        winners["run"].setdefault(nodes, []).append((size, best.tag, how(best, ranked[1], ok)))
         by_io = sorted(gs, key=io_total)
         io_ok = settled(by_io[0], by_io[1], "io")
         winners["io"].setdefault(nodes, []).append(
             (size, by_io[0].tag, how(by_io[0], by_io[1], io_ok))
         )
-        a, b = io_total(by_io[0]), io_total(by_io[1])
-        if io_ok:
-            text += (
-                f" Least IO time: {by_io[0].tag} ({a:.3f} s, simulation + training, vs "
-                f"{b:.3f} s for {by_io[1].tag}"
-            )
-            text += "; every repeat)." if by_io[0].n >= 2 and by_io[1].n >= 2 else ")."
-        else:
-            text += (
-                f" IO times are not distinguishable here ({by_io[0].tag} {a:.3f} s, "
-                f"{by_io[1].tag} {b:.3f} s). " + why_unsettled(by_io[0], by_io[1], "io")
-            )
-        lines.append(text)
+        lines.append(run_winner(ranked, ok) + io_minor(gs) + io_winner(by_io, io_ok))
     return lines, winners
+
+
+def run_winner(ranked: Sequence[Group], ok: bool) -> str:
+    """The run-time sentence for groups ranked by run time (``ok``: settled by the data)."""
+    best, second = ranked[0], ranked[1]
+    t1, t2 = run_total(best), run_total(second)
+    if not ok:
+        return (
+            f"- {where(best)}: run times are not distinguishable here: {best.tag} "
+            f"{t1:.2f} s, {second.tag} {t2:.2f} s of simulation + training run time. "
+            + why_unsettled(best, second, "run")
+        )
+    sim, train = best.median("sim_run_s"), best.median("train_run_s")
+    text = (
+        f"- {where(best)}: **{best.tag}** was fastest, {t1:.2f} s of simulation + "
+        f"training run time ({sim:.2f} + {train:.2f} s), {secs(t2 - t1)} "
+        f"({pct((t2 - t1) / t2)}) less than {second.tag} ({t2:.2f} s)"
+    )
+    text += (
+        f"; slowest was {ranked[-1].tag} ({run_total(ranked[-1]):.2f} s)."
+        if len(ranked) > 2
+        else "."
+    )
+    if best.n >= 2 and second.n >= 2:
+        text += f" Every repeat agrees ({best.n} and {second.n} runs)."
+    return text
+
+
+def io_minor(gs: Sequence[Group]) -> str:
+    """A sentence when IO is too small a share of every run time here to decide it."""
+    shares = {g.tag: io_total(g) / run_total(g) for g in gs if run_total(g) > 0}
+    if not shares or max(shares.values()) >= IO_MINOR:
+        return ""
+    top = max(shares, key=lambda k: shares[k])
+    return (
+        f" IO is under {pct(IO_MINOR)} of the run time for every implementation here "
+        f"(at most {100 * shares[top]:.1f}%, {top}), so the transport is not what decides "
+        "the run time at this size."
+    )
+
+
+def io_winner(by_io: Sequence[Group], ok: bool) -> str:
+    """The IO-time sentence for groups ranked by IO time (``ok``: settled by the data)."""
+    a, b = io_total(by_io[0]), io_total(by_io[1])
+    if not ok:
+        return (
+            f" IO times are not distinguishable here ({by_io[0].tag} {a:.3f} s, "
+            f"{by_io[1].tag} {b:.3f} s). " + why_unsettled(by_io[0], by_io[1], "io")
+        )
+    text = (
+        f" Least IO time: {by_io[0].tag} ({a:.3f} s, simulation + training, vs "
+        f"{b:.3f} s for {by_io[1].tag}"
+    )
+    return text + ("; every repeat)." if by_io[0].n >= 2 and by_io[1].n >= 2 else ").")
 
 
 def winner_trend(winners: Winners, what: str) -> list[str]:
@@ -251,6 +264,7 @@ def winner_trend(winners: Winners, what: str) -> list[str]:
 
 
 def io_share(by_series: dict[str, list[Group]]) -> list[str]:
+    """How much of each series' run time IO takes, and where it crosses the thresholds."""
     lines = []
     for name, gs in by_series.items():
         gs = sorted(gs, key=lambda g: inputs_gib(g.first))
@@ -311,11 +325,6 @@ def _fit_text(fit: Fit, what: str, unit: str) -> str:
     )
 
 
-def slope_known(fit: Fit) -> bool:
-    """Whether the 95% interval of the slope excludes zero and the line fits at all."""
-    return fit.ci95()[0] > 0 and fit.r2 >= MIN_R2
-
-
 def extrapolate(fit: Fit, targets: Sequence[tuple[float, str]]) -> str:
     """Predictions beyond the measured sizes, at most MAX_EXTRAPOLATION times the largest."""
     if not slope_known(fit):
@@ -335,6 +344,7 @@ def extrapolate(fit: Fit, targets: Sequence[tuple[float, str]]) -> str:
 
 
 def scaling(by_series: dict[str, list[Group]]) -> list[str]:
+    """Fitted IO-time trends per series, with extrapolations only where the fit allows."""
     lines = []
     train_fits: dict[str, Fit] = {}
     for name, gs in by_series.items():
@@ -391,6 +401,7 @@ def cv(values: Sequence[float]) -> float:
 
 
 def anomalies(groups: Sequence[Group]) -> list[str]:
+    """Configurations whose repeats disagree, and tasks far slower than their run's others."""
     repeated = [g for g in groups if g.n > 1]
     if not repeated:
         return [
@@ -445,6 +456,7 @@ def is_straggler(io: float, median: float) -> bool:
 
 
 def stragglers(groups: Sequence[Group]) -> list[str]:
+    """The tasks whose IO took far longer than their run's median, worst first."""
     found: list[tuple[float, str]] = []
     for g in groups:
         for r in g.runs:
@@ -452,11 +464,7 @@ def stragglers(groups: Sequence[Group]) -> list[str]:
                 recs = [x for x in r.records if x.get("kind") == kind]
                 if len(recs) < 3:
                     continue
-                ios = [
-                    float(x.get("serialize_s", 0) + x.get("transfer_s", 0))
-                    + float(x.get("deserialize_s", 0))
-                    for x in recs
-                ]
+                ios = [task_io(x) for x in recs]
                 med = statistics.median(ios)
                 for rec, io in zip(recs, ios, strict=True):
                     if is_straggler(io, med):
@@ -477,6 +485,7 @@ def stragglers(groups: Sequence[Group]) -> list[str]:
 
 
 def not_completed(not_ok: Sequence[dict[str, Any]]) -> list[str]:
+    """Runs that failed or were skipped, with the reason each recorded."""
     lines = []
     for s in not_ok:
         size = ""
@@ -490,6 +499,7 @@ def not_completed(not_ok: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def observations(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) -> str:
+    """``observations.md``'s text: each claim with the figures it rests on."""
     by_series = series(groups)
     runs = sum(g.n for g in groups)
     out = [
@@ -525,6 +535,7 @@ def observations(groups: Sequence[Group], not_ok: Sequence[dict[str, Any]]) -> s
 def write_observations(
     groups: Sequence[Group], not_ok: Sequence[dict[str, Any]], path: Path
 ) -> str:
+    """Write ``observations.md``; return its text."""
     text = observations(groups, not_ok)
     path.write_text(text, encoding="utf-8")
     return text
