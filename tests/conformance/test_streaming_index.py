@@ -11,6 +11,7 @@ DDict runs inside Dragon (``test_inside_dragon.py``).
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import psutil
 import pytest
 import xxhash
 
+from simferry.launchers.dragon import in_runtime
 from simferry.transports.adios2 import Adios2Transport
 from simferry.transports.base import RunContext, SampleKey, Transport
 from simferry.transports.index import END, Indexed, IndexReader, Published
@@ -73,18 +75,40 @@ def _write(spec: Any, sim: int) -> None:
 
 
 class Writers:
-    """One forked simulation process per sim, as a launcher's workers would run them."""
+    """One forked simulation process per sim, as a launcher's workers would run them.
+
+    Inside Dragon they are threads with their own clients instead: a forked child of a
+    Dragon process cannot reach the runtime's services (it fails to attach to a DDict).
+    """
 
     def __init__(self) -> None:
         self.procs: list[Any] = []
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
 
     def start(self, owner: Transport) -> None:
         spec = owner.config()
+        if in_runtime():
+            self.threads = [
+                threading.Thread(target=self._write, args=(spec, sim)) for sim in range(SIMS)
+            ]
+            for thread in self.threads:
+                thread.start()
+            return
         self.procs = [FORK.Process(target=_write, args=(spec, sim)) for sim in range(SIMS)]
         for proc in self.procs:
             proc.start()
 
+    def _write(self, spec: Any, sim: int) -> None:
+        try:
+            _write(spec, sim)
+        except BaseException as exc:
+            self.errors.append(exc)
+
     def join(self) -> None:
+        for thread in self.threads:
+            thread.join(WAIT_S)
+        assert self.errors == [] and not any(t.is_alive() for t in self.threads)
         for proc in self.procs:
             proc.join(WAIT_S)
         assert [p.exitcode for p in self.procs] == [0] * len(self.procs)
@@ -94,6 +118,8 @@ class Writers:
             if proc.is_alive():
                 proc.kill()
             proc.join(10)
+        for thread in self.threads:
+            thread.join(WAIT_S)
 
 
 def expect_readers(owner: Transport, readers: int) -> None:
