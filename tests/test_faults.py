@@ -32,6 +32,7 @@ from simferry.transports.base import RunContext, SampleKey, TransportConfig
 from simferry.transports.exceptions import KeyNotFoundError, TransportError
 from simferry.workflow import execute
 
+from .conformance.conftest import FACTORIES, skip_if_not_applicable
 from .helpers import only_run_dir
 from .leaks import (
     kill_session,
@@ -41,7 +42,6 @@ from .leaks import (
     start_cli,
     wait_gone,
 )
-from .transports.conftest import FACTORIES, skip_if_not_applicable
 
 pytestmark = pytest.mark.integration
 

@@ -164,7 +164,7 @@ class _Payload:
 
 @pytest.mark.parametrize("factory", ["filesystem", "shm"])
 def test_a_planted_pickle_is_never_loaded(factory: str, run_ctx: RunContext) -> None:
-    from .transports.conftest import FACTORIES
+    from .conformance.conftest import FACTORIES
 
     owner = FACTORIES[factory](run_ctx).start(run_ctx)
     marker = run_ctx.run_dir / "pwned"

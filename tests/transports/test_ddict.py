@@ -120,7 +120,7 @@ def test_conformance_suite_passes_inside_dragon(tmp_path: Path) -> None:
     exe = dragon.dragon_executable()
     assert exe is not None
     env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
-    tests = ["tests/transports/test_conformance.py", "tests/transports/test_ddict.py"]
+    tests = ["tests/conformance/test_transports.py", "tests/transports/test_ddict.py"]
     tests += ["-k", "ddict and not test_ddict.py or in_dragon"]
     # On a login node (a Slurm/PBS client, no allocation) Dragon needs to be told: one node.
     cmd = [str(exe), *dragon.launch_flags([]), "--", sys.executable, "-m", "pytest", "-q"]

@@ -1,6 +1,6 @@
 """The Redis transport against real redis-server processes: security, chunking, faults.
 
-The conformance suite runs over Redis through ``conftest.FACTORIES``; this file covers
+The conformance suite runs over Redis (``tests/conformance/conftest.py``); this file covers
 what is particular to it. "External" servers are real redis-servers the test starts
 itself, standing for a user's server that simferry must reach, use and never stop.
 """
