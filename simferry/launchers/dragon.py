@@ -17,7 +17,6 @@ place. This module imports nothing from Dragon at import time, so ``doctor`` and
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import itertools
 import os
 import re
@@ -39,16 +38,22 @@ from pydantic import Field, field_validator
 
 from simferry.errors import Interrupted, RunFailure, UsageError
 from simferry.launchers.base import LauncherConfig, Role, WorkerLost
-from simferry.launchers.local import TaskNotes, tracked, warm_trainer
+from simferry.launchers.common import TaskNotes, tracked, warm_trainer
+from simferry.launchers.dragon_runtime import (
+    dragon_executable,
+    dragon_installed,
+    dragon_puid,
+    how_it_ended,
+    in_runtime,
+    missing_reason,
+    require_runtime,
+)
 from simferry.plugins import register_launcher
 from simferry.transports.exceptions import TransportUnavailableError
 
 if TYPE_CHECKING:
     from simferry.config import RunConfig
 
-INSTALL = "install it with `pip install dragonhpc` (Linux, Python 3.10-3.12)"
-#: Set by the Dragon runtime in every process it starts.
-RUNTIME_ENV = "DRAGON_MY_PUID"
 #: When the parent simferry started ``dragon`` (time.time()), to report the boot time.
 BOOT_ENV = "SIMFERRY_DRAGON_T0"
 #: Seconds between checks that no pool worker died (a dead worker's task never returns).
@@ -62,45 +67,6 @@ UNNOTED_CHECKS = 5
 START_TIMEOUT_S = 180.0
 #: Seconds a Ctrl-C that came while the runtime booted waits for simferry to start in it.
 ABORT_GRACE_S = 10.0
-
-
-def in_runtime() -> bool:
-    """Whether this process was started by the Dragon runtime (``dragon`` or a pool)."""
-    return RUNTIME_ENV in os.environ
-
-
-def dragon_puid() -> int:
-    """This process's Dragon id: what the pools report for a worker that died."""
-    return int(os.environ[RUNTIME_ENV])
-
-
-def how_it_ended(code: int | None) -> str:
-    """A dead process's exit status in words: "killed by signal 9", "exit code 1"."""
-    return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-
-
-def dragon_executable() -> Path | None:
-    """The ``dragon`` launcher of this Python's environment, else the one on PATH."""
-    beside = Path(sys.executable).parent / "dragon"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("dragon")
-    return Path(found) if found else None
-
-
-def dragon_installed() -> bool:
-    return importlib.util.find_spec("dragon") is not None
-
-
-def missing_reason() -> str | None:
-    """Why Dragon cannot be used here, in one sentence; ``None`` when it can."""
-    if not dragon_installed():
-        return f"dragonhpc is not installed; {INSTALL}."
-    if not in_runtime() and dragon_executable() is None:
-        return (
-            f"the `dragon` executable of dragonhpc is not on PATH; {INSTALL} in this environment."
-        )
-    return None
 
 
 #: Workload managers Dragon detects by their client on PATH, with the variable that a job
@@ -157,18 +123,6 @@ def split_dragon_args(text: str | None) -> list[str]:
         raise UsageError(
             f"--dragon-args {text!r} cannot be split like a shell line: {exc}."
         ) from None
-
-
-def require_runtime(what: str) -> None:
-    """Refuse Dragon objects outside the runtime, where they would fail obscurely."""
-    reason = missing_reason()
-    if reason:
-        raise TransportUnavailableError(f"{what} cannot run: {reason}")
-    if not in_runtime():
-        raise TransportUnavailableError(
-            f"{what} needs the Dragon runtime; use `simferry run --launcher dragon`, which "
-            "starts it, or run simferry under `dragon`."
-        )
 
 
 class DragonLauncher:

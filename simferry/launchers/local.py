@@ -16,7 +16,6 @@ import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -29,33 +28,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from simferry.launchers.base import LauncherConfig, Role
+from simferry.launchers.common import TaskNotes, cpu_count, gpu_count, tracked, warm_trainer
 from simferry.plugins import register_launcher
 
 #: Seconds between the watchdog's looks for a pool stuck on a dead worker (``LocalLauncher``).
 WATCH_S = 0.5
 #: A pool notices a dead worker within milliseconds; one that has not after this is stuck.
 STUCK_S = 2.0
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def gpu_count() -> int:
-    """GPUs this node exposes, found without importing torch in the main process."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
-
-
-def warm_trainer(trainers_here: int) -> int:
-    """Import torch and size its thread pool ahead of the training phase."""
-    from simferry.workload.training import set_threads
-
-    set_threads(trainers_here)
-    return os.getpid()
 
 
 def trainer_forkserver() -> Any:
@@ -108,48 +87,6 @@ def signals_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def tracked(
-    notes: Path, token: int, worker: Callable[[], object], fn: Callable[..., Any], /, *args: Any
-) -> Any:
-    """Run ``fn`` in a worker after noting which task it is, in a file named ``worker()``.
-
-    If the worker dies, those notes tell the launcher whose task killed it, so only that
-    task is charged a retry and named when it fails. ``worker`` names the process the way
-    the launcher's runtime reports dead ones: ``os.getpid`` here, Dragon's process id there.
-    ``SIMFERRY_FAULT=kill-take:<token>:0`` kills the worker before its note (tests only).
-    """
-    from simferry.tasks import fault_point
-
-    fault_point("take", token, 0)
-    (notes / str(worker())).write_text(str(token))
-    return fn(*args)
-
-
-class TaskNotes:
-    """``<run>/.workers``: which task each worker took last (written by ``tracked``)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / ".workers"
-        self.path.mkdir(mode=0o700, exist_ok=True)
-
-    def task_of(self, worker: object) -> int | None:
-        """The token of the task ``worker`` noted last, if it noted one."""
-        try:
-            return int((self.path / str(worker)).read_text())
-        except (OSError, ValueError):
-            return None
-
-    def tasks(self) -> set[int]:
-        """The tokens every worker noted last."""
-        with contextlib.suppress(OSError):
-            names = [p.name for p in self.path.iterdir()]
-            return {t for t in map(self.task_of, names) if t is not None}
-        return set()
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def workers(pool: ProcessPoolExecutor) -> list[Any]:

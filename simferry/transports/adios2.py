@@ -70,9 +70,16 @@ from simferry.transports.base import (
     WeightsKey,
     get_many_each,
 )
+from simferry.transports.common import (
+    DATA_DIR_HELP,
+    check_data_dir,
+    check_memory,
+    die_with_parent,
+    make_data_dir,
+)
 from simferry.transports.exceptions import KeyNotFoundError, TransportError
-from simferry.transports.filesystem import DATA_DIR_HELP, make_data_dir
 from simferry.transports.index import END, Backoff, Published
+from simferry.units import MIB
 
 
 def _import_bindings() -> Any:
@@ -173,8 +180,6 @@ class StagedWriter:
     """
 
     def __init__(self, path: Path, readers: int) -> None:
-        from simferry.transports.redis_server import _die_with_parent
-
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         code = f"from simferry.transports.adios2 import stage; stage({str(path)!r}, {readers})"
@@ -184,7 +189,7 @@ class StagedWriter:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             process_group=0,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def write(self, arrays: dict[str, np.ndarray], meta: np.ndarray) -> None:
@@ -550,17 +555,9 @@ class Adios2Config(TransportConfig):
                     "live in simulation workers, which it stops after their phase; use "
                     "--launcher local or parsl, or --adios2-engine bp5."
                 )
-            from simferry.transports.proxystore import check_memory
-
             check_memory(ctx.data_bytes, "ADIOS2 SST's writers")
-        from simferry.transports.filesystem import check_space
-
-        need = ctx.data_bytes * 1.05 if self.adios2_engine == "bp5" else 2**20
-        check_space(
-            self.root(ctx).parent,
-            int(need),
-            "The data directory",
-            "free space, pass another --data-dir, or make the run smaller.",
+        check_data_dir(
+            self.root(ctx), ctx.data_bytes * 1.05 if self.adios2_engine == "bp5" else MIB
         )
 
     def start(self, ctx: RunContext) -> Adios2Transport:

@@ -35,11 +35,11 @@ import numpy as np
 from pydantic import ByteSize, Field
 
 from simferry.errors import UsageError
-from simferry.launchers.dragon import how_it_ended, missing_reason, require_runtime
+from simferry.launchers.dragon_runtime import how_it_ended, missing_reason, require_runtime
 from simferry.plugins import register_transport
 from simferry.transports.base import ClientSpec, Key, RunContext, SampleKey, TransportConfig
+from simferry.transports.common import gib
 from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
-from simferry.transports.filesystem import gib
 from simferry.transports.index import END, Backoff, Published, unpack
 from simferry.workload.simulation import STEPS
 

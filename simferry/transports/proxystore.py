@@ -12,7 +12,7 @@ Connectors (``--proxystore-connector``):
 - ``file``: ProxyStore's ``FileConnector``, one file per object under the run directory
   (a shared file system for several nodes);
 - ``redis``: ProxyStore's ``RedisConnector`` over simferry's own private redis-server
-  (``redis_server.py``: Unix socket or loopback, random password) or ``--redis-url``;
+  (``redis/server.py``: Unix socket or loopback, random password) or ``--redis-url``;
   ProxyStore's connector has no password or Unix-socket support, so ``SecuredRedis``
   gives it simferry's client and prefixes its keys with the run's namespace, which the
   Redis transport's owner then frees like its own;
@@ -42,6 +42,8 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -50,7 +52,7 @@ import numpy as np
 from pydantic import Field
 
 from simferry.errors import UsageError
-from simferry.plugins import register_transport
+from simferry.plugins import register_transport, transports
 from simferry.transports.base import (
     ClientSpec,
     Key,
@@ -59,8 +61,17 @@ from simferry.transports.base import (
     TransportConfig,
     get_many_each,
 )
+from simferry.transports.common import (
+    DATA_DIR_HELP,
+    check_data_dir,
+    check_memory,
+    die_with_parent,
+    free_port,
+    make_client,
+    make_data_dir,
+    stop_process,
+)
 from simferry.transports.exceptions import KeyNotFoundError, TransportError
-from simferry.transports.filesystem import DATA_DIR_HELP, make_data_dir
 
 try:
     from proxystore.connectors.redis import RedisConnector, RedisKey
@@ -93,8 +104,6 @@ class SecuredRedis(RedisConnector):
     """ProxyStore's Redis connector with a password, Unix sockets and a key namespace."""
 
     def __init__(self, url: str, password: str | None, namespace: str) -> None:
-        from simferry.transports.redis_server import make_client
-
         self.url = url
         self.password = password
         self.namespace = namespace
@@ -113,8 +122,6 @@ class SecuredRedis(RedisConnector):
         return cls(**config)
 
     def _key(self) -> RedisKey:
-        import uuid
-
         return RedisKey(redis_key=f"{self.namespace}ps:{uuid.uuid4()}")
 
     def new_key(self, obj: Any = None) -> RedisKey:
@@ -137,8 +144,6 @@ def start_zmq_server(address: str, port: int) -> subprocess.Popen[bytes]:
     Its own process group keeps a terminal's Ctrl-C away from it (simferry stops it), and
     ``PR_SET_PDEATHSIG`` ends it if simferry dies without stopping it.
     """
-    from simferry.transports.redis_server import _die_with_parent
-
     code = f"from proxystore_ex.connectors.dim.zmq import start_server; start_server({address!r}, {port})"
     return subprocess.Popen(
         [sys.executable, "-c", code],
@@ -146,14 +151,12 @@ def start_zmq_server(address: str, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         process_group=0,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
 
 
 def wait_for_zmq(proc: subprocess.Popen[bytes], address: str, port: int) -> None:
     """Return once the server answers; on a loaded machine its start takes seconds."""
-    import time
-
     from proxystore_ex.connectors.dim.exceptions import ServerTimeoutError
     from proxystore_ex.connectors.dim.zmq import wait_for_server
 
@@ -172,16 +175,6 @@ def wait_for_zmq(proc: subprocess.Popen[bytes], address: str, port: int) -> None
                     f"ProxyStore's ZeroMQ server did not answer within {ZMQ_START_S:.0f} s; "
                     "the machine may be overloaded."
                 ) from None
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class ProxyStoreTransport:
@@ -294,20 +287,6 @@ class ProxyStoreSpec(ClientSpec):
         return ProxyStoreTransport(self)
 
 
-def check_memory(data_bytes: int, holder: str) -> None:
-    """Refuse a run whose data ``holder`` would keep in memory when it cannot fit."""
-    import psutil
-
-    from simferry.transports.filesystem import gib
-
-    avail = psutil.virtual_memory().available
-    if data_bytes > 0.9 * avail:
-        raise UsageError(
-            f"{holder} would hold this run's {gib(data_bytes)} in memory but {gib(avail)} is "
-            "available; make the run smaller or use a file-based connector or engine."
-        )
-
-
 @register_transport
 class ProxyStoreConfig(TransportConfig):
     """ProxyStore: pass-by-proxy, data in a Store (file, Redis or ZeroMQ connector)."""
@@ -354,10 +333,13 @@ class ProxyStoreConfig(TransportConfig):
                 )
         return None
 
-    def _redis(self) -> Any:
-        from simferry.transports.redis import RedisConfig
+    def _redis(self) -> TransportConfig:
+        """The Redis transport that owns the connector's server (or namespace) for the run.
 
-        return RedisConfig(redis_url=self.redis_url)
+        Taken from the registry, not imported: one backend builds on another as the engine
+        would use it, so their modules stay independent.
+        """
+        return transports()["redis"].model_validate({"redis_url": self.redis_url})
 
     def root(self, ctx: RunContext) -> Path:
         if self.data_dir is None:
@@ -384,14 +366,7 @@ class ProxyStoreConfig(TransportConfig):
         if self.proxystore_connector == "zmq":
             check_memory(ctx.data_bytes, "ProxyStore's ZeroMQ server")
         if self.proxystore_connector == "file":
-            from simferry.transports.filesystem import check_space
-
-            check_space(
-                self.root(ctx).parent,
-                int(ctx.data_bytes * 1.02),
-                "The data directory",
-                "free space, pass another --data-dir, or make the run smaller.",
-            )
+            check_data_dir(self.root(ctx), ctx.data_bytes * 1.02)
         elif self.proxystore_connector == "redis":
             self._redis().check(ctx)
 
@@ -410,7 +385,7 @@ class ProxyStoreConfig(TransportConfig):
             root = make_data_dir(self.root(ctx))
             connector: Any = FileConnector(str(root), clear=True)
         elif self.proxystore_connector == "redis":
-            redis_owner = self._redis().start(ctx)
+            redis_owner: Any = self._redis().start(ctx)  # a RedisTransport: its spec has the URL
             owned = redis_owner
             spec = redis_owner.spec
             try:
@@ -420,8 +395,6 @@ class ProxyStoreConfig(TransportConfig):
                 raise
         else:
             from proxystore_ex.connectors.dim.zmq import ZeroMQConnector
-
-            from simferry.transports.redis_server import free_port
 
             port = free_port("127.0.0.1")
             server = start_zmq_server("127.0.0.1", port)

@@ -41,7 +41,7 @@ from pydantic import Field, field_validator
 
 from simferry.errors import RunFailure, UsageError
 from simferry.launchers.base import LauncherConfig, Role
-from simferry.launchers.local import cpu_count, gpu_count, warm_trainer
+from simferry.launchers.common import cpu_count, gpu_count, warm_trainer
 from simferry.plugins import register_launcher
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ class ParslConfig(LauncherConfig):
         from parsl.launchers import MpiExecLauncher, SingleNodeLauncher
         from parsl.providers import LocalProvider, PBSProProvider, SlurmProvider
 
-        from simferry.launchers.parsl_srun import JobNamedSrunLauncher
+        from simferry.launchers.parsl.srun import JobNamedSrunLauncher
 
         fixed: dict[str, Any] = {"init_blocks": 1, "min_blocks": 1, "max_blocks": 1}
         if self.provider == "local":
@@ -613,7 +613,7 @@ class ParslLauncher:
         from parsl.executors.status_handling import BlockProviderExecutor
 
         if self.slurm_job:
-            from simferry.launchers.parsl_srun import stop_steps
+            from simferry.launchers.parsl.srun import stop_steps
 
             stop_steps(self.slurm_job, LABELS.values())
         procs = parsl_processes(self._dfk.executors.values())
