@@ -13,7 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from simferry.tasks import fault_point
+
+
+def sim_workers_field(most: int | None = None) -> Any:
+    """``--sim-workers``, described once for every launcher that sizes a simulation pool."""
+    return Field(
+        None, ge=1, le=most, description="simulation processes (default: min(num_sims, cores))"
+    )
 
 
 def cpu_count() -> int:

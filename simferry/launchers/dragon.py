@@ -34,11 +34,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal
 
+import psutil
+import tomli_w
 from pydantic import Field, field_validator
 
 from simferry.errors import Interrupted, RunFailure, UsageError
 from simferry.launchers.base import LauncherConfig, Role, WorkerLost
-from simferry.launchers.common import TaskNotes, tracked, warm_trainer
+from simferry.launchers.common import TaskNotes, sim_workers_field, tracked, warm_trainer
 from simferry.launchers.dragon_runtime import (
     dragon_executable,
     dragon_installed,
@@ -49,6 +51,7 @@ from simferry.launchers.dragon_runtime import (
     require_runtime,
 )
 from simferry.plugins import register_launcher
+from simferry.records import drop_none, read_summary
 from simferry.transports.exceptions import TransportUnavailableError
 
 if TYPE_CHECKING:
@@ -144,6 +147,7 @@ class DragonLauncher:
         trainers: int | None,
         run_dir: Path | None = None,
     ) -> None:
+        # Dragon: an optional extra that works only inside its runtime; imported where used.
         from dragon.native.machine import Node, System
         from dragon.native.pool import Pool
 
@@ -319,10 +323,8 @@ def boot_seconds() -> float:
     if not started:
         return 0.0
     try:
-        import psutil
-
         return max(0.0, psutil.Process().create_time() - float(started))
-    except (ValueError, OSError, ImportError):
+    except (ValueError, OSError):
         return 0.0
 
 
@@ -332,9 +334,7 @@ class DragonConfig(LauncherConfig):
 
     name: Literal["dragon"] = "dragon"
     display: ClassVar[str] = "DragonHPC"
-    sim_workers: int | None = Field(
-        None, ge=1, le=100_000, description="simulation processes (default: min(num_sims, cores))"
-    )
+    sim_workers: int | None = sim_workers_field(100_000)
     dragon_args: str | None = Field(
         None,
         max_length=1000,
@@ -354,6 +354,7 @@ class DragonConfig(LauncherConfig):
     def node_count(self) -> int:
         if not in_runtime():
             return 1
+        # Dragon: an optional extra that works only inside its runtime; imported where used.
         from dragon.native.machine import System
 
         return max(1, System().nnodes)
@@ -379,8 +380,8 @@ def execute_under_dragon(cfg: RunConfig, progress: Any = None, parent: Path | No
     Raises as ``execute`` would (``RunFailure`` with the run's error, ``Interrupted``), so
     ``compare`` treats a Dragon row like any other.
     """
+    # The engine's progress display, imported where used: launchers sit below the engine.
     from simferry.progress import NullProgress
-    from simferry.records import read_summary
 
     if parent is not None:
         cfg = cfg.model_copy(update={"runs_dir": parent})
@@ -404,10 +405,6 @@ def run_config_under_dragon(
     The child gets the validated configuration as a ``config.toml``, so it runs exactly
     what this process checked. Returns the exit code and the run directory it made.
     """
-    import tomli_w
-
-    from simferry.records import drop_none
-
     runs = Path(cfg.runs_dir)
     before = set(runs.iterdir()) if runs.is_dir() else set()
     with tempfile.TemporaryDirectory(prefix="simferry-dragon-") as tmp:
@@ -471,26 +468,30 @@ def run_under_dragon(
         for s, h in previous.items():
             signal.signal(s, h)
     if outcome != "ran":
-        if signals:
-            raise Interrupted(signals[0])
-        if outcome == "stuck":
-            raise TransportUnavailableError(
-                f"The Dragon runtime did not start within {start_timeout():.0f} s and was "
-                "stopped; check the free space in /dev/shm (Dragon reserves several GB there) "
-                "and run `dragon-cleanup` if an earlier runtime is stuck."
-            )
-        reason = relay.reason()
-        raise TransportUnavailableError(
-            f"The Dragon runtime did not start (dragon exited with code {proc.returncode}): "
-            + (
-                reason.rstrip(".") + "."
-                if reason
-                else "check the free space in /dev/shm (Dragon reserves several GB there) "
-                "and run `dragon-cleanup` if an earlier runtime is stuck."
-            )
-        )
+        raise _not_started(outcome, signals, relay.reason(), proc.returncode)
     # Interrupted, the child already said so and exited 128 + signal.
     return proc.returncode
+
+
+def _not_started(outcome: str, signals: list[int], reason: str | None, code: int) -> BaseException:
+    """The error for a runtime that never started simferry: interrupted, stuck or refused."""
+    if signals:
+        return Interrupted(signals[0])
+    if outcome == "stuck":
+        return TransportUnavailableError(
+            f"The Dragon runtime did not start within {start_timeout():.0f} s and was "
+            "stopped; check the free space in /dev/shm (Dragon reserves several GB there) "
+            "and run `dragon-cleanup` if an earlier runtime is stuck."
+        )
+    return TransportUnavailableError(
+        f"The Dragon runtime did not start (dragon exited with code {code}): "
+        + (
+            reason.rstrip(".") + "."
+            if reason
+            else "check the free space in /dev/shm (Dragon reserves several GB there) "
+            "and run `dragon-cleanup` if an earlier runtime is stuck."
+        )
+    )
 
 
 class HeldStderr:
@@ -587,8 +588,6 @@ def start_timeout() -> float:
 
 def _head(launcher_pid: int) -> Any:
     """The simferry process Dragon runs (a ``psutil.Process``), once it has started."""
-    import psutil
-
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(launcher_pid).children():
             with contextlib.suppress(psutil.Error):
@@ -599,8 +598,6 @@ def _head(launcher_pid: int) -> Any:
 
 def _abort(proc: subprocess.Popen[str]) -> None:
     """Kill a stuck ``dragon`` and all it started; remove the /dev/shm files they mapped."""
-    import psutil
-
     try:
         root = psutil.Process(proc.pid)
         procs = [root, *root.children(recursive=True)]

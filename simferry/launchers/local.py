@@ -20,15 +20,21 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
-
 from simferry.launchers.base import LauncherConfig, Role
-from simferry.launchers.common import TaskNotes, cpu_count, gpu_count, tracked, warm_trainer
+from simferry.launchers.common import (
+    TaskNotes,
+    cpu_count,
+    gpu_count,
+    sim_workers_field,
+    tracked,
+    warm_trainer,
+)
 from simferry.plugins import register_launcher
 
 #: Seconds between the watchdog's looks for a pool stuck on a dead worker (``LocalLauncher``).
@@ -136,7 +142,7 @@ class LocalLauncher:
     A worker killed while it sends its result (a pass-by-value payload of many pipe
     buffers) leaves half a message in the pool's result pipe, and the pool's manager
     thread then reads the rest forever instead of noticing the death: every task of the
-    run would wait forever (reproduced 3 in 3 with 168 MB results). The other workers
+    run would wait forever. The other workers
     hold that pipe's write end, and so do those of the pool forked after it, so only
     stopping every worker and closing this process's end turns the read into EOF; the
     pools then break as for any dead worker and the workflow retries their tasks, charging
@@ -159,6 +165,10 @@ class LocalLauncher:
         self._notes = TaskNotes(run_dir) if run_dir is not None else None
         self._tokens = itertools.count()
         self._futures: dict[int, Future[Any]] = {}
+        #: The pool each tracked task went to, for as long as someone holds its future.
+        self._pool_of: weakref.WeakKeyDictionary[Future[Any], ProcessPoolExecutor] = (
+            weakref.WeakKeyDictionary()
+        )
         self._culprits: dict[ProcessPoolExecutor, set[Future[Any]]] = {}
         #: Pools the watchdog stopped: a task of theirs was running only if it is a culprit.
         self._unstuck: set[int] = set()
@@ -250,7 +260,7 @@ class LocalLauncher:
         ``None`` when unknown (the dead worker was idle, or left no note): the workflow
         then charges every task of the broken pool.
         """
-        pool = getattr(fut, "simferry_pool", None)
+        pool = self._pool_of.get(fut)
         if pool is None:
             return None
         if pool not in self._culprits and getattr(pool, "_broken", False):
@@ -271,7 +281,7 @@ class LocalLauncher:
             return pool.submit(fn, *args)
         token = next(self._tokens)
         fut = pool.submit(tracked, self._notes.path, token, os.getpid, fn, *args)
-        fut.simferry_pool = pool  # type: ignore[attr-defined]
+        self._pool_of[fut] = pool
         self._futures[token] = fut
         fut.add_done_callback(functools.partial(self._forget, token))
         return fut
@@ -312,9 +322,7 @@ class LocalConfig(LauncherConfig):
 
     name: Literal["local"] = "local"
     display: ClassVar[str] = "Local"
-    sim_workers: int | None = Field(
-        None, ge=1, le=1024, description="simulation processes (default: min(num_sims, cores))"
-    )
+    sim_workers: int | None = sim_workers_field(1024)
 
     def start(self, num_sims: int, trainers: int | None, run_dir: Any) -> LocalLauncher:
         gpus = gpu_count()

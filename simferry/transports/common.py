@@ -15,11 +15,12 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from simferry.errors import UsageError
+from simferry.transports.base import Key
 from simferry.units import GIB
 
 if TYPE_CHECKING:
@@ -149,3 +150,23 @@ def make_client(
         socket_connect_timeout=min(socket_timeout, 10.0),
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
     )
+
+
+class HeldByName:
+    """``exists``, ``keys`` and ``delete`` for a client that holds its items itself.
+
+    ProxyStore's proxies and ADIOS2's read-ahead arrays live in the client, by key name,
+    not in a store it could ask, so these answer from that dict (``held``) alone; deleting
+    forgets the item here and leaves the data to the owner's ``close``.
+    """
+
+    held: dict[str, Any]
+
+    def exists(self, key: Key) -> bool:
+        return key.name() in self.held
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self.held if k.startswith(prefix))
+
+    def delete(self, key: Key) -> None:
+        self.held.pop(key.name(), None)

@@ -213,7 +213,7 @@ class RedisTransport:
             raise TransportError(
                 f"The Redis transport stores plain numeric arrays, not dtype {arr.dtype}."
             )
-        raw = memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+        raw = arr.reshape(-1).view(np.uint8).data
         step = self.spec.chunk_bytes
         chunks = [raw[i : i + step] for i in range(0, len(raw), step)]
         header = {
