@@ -177,7 +177,7 @@ def transport_subject(
     stack.callback(client.close)
     read = client.get
     if previous:
-        # The get before MAP_POPULATE (transports/filesystem.py load_mapped).
+        # The get before MAP_POPULATE (transports/filestore.py load_mapped).
         read = lambda k: np.load(client._path(k), mmap_mode="r", allow_pickle=False)  # type: ignore[attr-defined]  # noqa: E731
     return Subject(
         lambda i: client.put(key(i), arr),

@@ -451,9 +451,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """What is usable here; exit 1 when the default demo could not run."""
     import shutil
 
+    from simferry.launchers.common import cpu_count, gpu_count
     from simferry.launchers.dragon import login_node_note
-    from simferry.launchers.local import cpu_count, gpu_count
-    from simferry.transports.filesystem import gib
+    from simferry.transports.common import gib
 
     found: dict[str, Any] = {"cores": cpu_count(), "gpus": gpu_count()}
     lines = [f"cores: {found['cores']}   GPUs: {found['gpus']}"]

@@ -12,7 +12,7 @@ stopped by the out-of-memory killer halfway instead of refused.
 from __future__ import annotations
 
 from simferry.config import RunConfig
-from simferry.launchers.local import cpu_count
+from simferry.launchers.common import cpu_count
 
 #: Memory of one trainer process before it holds any data (Python, torch, the model).
 TRAINER_PROCESS_BYTES = 256 * 2**20

@@ -576,7 +576,7 @@ def test_killed_main_process_takes_its_workers_with_it(tmp_path: Path) -> None:
 
 def test_transport_errors_are_full_sentences() -> None:
     """Messages reaching users from a failed put say where and what to do."""
-    from simferry.transports.filesystem import FilesystemTransport
+    from simferry.transports.filestore import FilesystemTransport
 
     t = FilesystemTransport(Path("/proc/nonexistent-simferry"))
     with pytest.raises(TransportError, match=r"^Could not write .*\.$"):

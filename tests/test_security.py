@@ -189,7 +189,7 @@ UNPICKLERS = {"loads", "load", "Unpickler"}
 #: Where simferry unpickles, and why that is safe: only this run's own task results --
 #: pass-by-value blobs (futures) and ProxyStore's small proxies, which travel the same
 #: way; the arrays a proxy resolves to are read with ``np.load(allow_pickle=False)``.
-ALLOWED_UNPICKLING = {"transports/futures.py", "transports/proxystore.py"}
+ALLOWED_UNPICKLING = {"transports/futures.py", "transports/proxystore/__init__.py"}
 
 
 def test_no_code_path_unpickles_foreign_data() -> None:

@@ -14,7 +14,8 @@ from simferry.records import TaskRecord
 from simferry.streaming import check_exactly_once, merge, stream_measures
 from simferry.streaming_tasks import BATCH_SIZE, Cursor, OnlineTrainer, StreamSpec
 from simferry.transports.base import RunContext
-from simferry.transports.filesystem import FilesystemConfig, index_path
+from simferry.transports.filestore import index_path
+from simferry.transports.filesystem import FilesystemConfig
 from simferry.transports.index import END, RECORD, Indexed, Published
 from simferry.transports.shm import ShmConfig
 

@@ -17,7 +17,6 @@ place. This module imports nothing from Dragon at import time, so ``doctor`` and
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import itertools
 import os
 import re
@@ -35,20 +34,29 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal
 
+import psutil
+import tomli_w
 from pydantic import Field, field_validator
 
 from simferry.errors import Interrupted, RunFailure, UsageError
 from simferry.launchers.base import LauncherConfig, Role, WorkerLost
-from simferry.launchers.local import TaskNotes, tracked, warm_trainer
+from simferry.launchers.common import TaskNotes, sim_workers_field, tracked, warm_trainer
+from simferry.launchers.dragon_runtime import (
+    dragon_executable,
+    dragon_installed,
+    dragon_puid,
+    how_it_ended,
+    in_runtime,
+    missing_reason,
+    require_runtime,
+)
 from simferry.plugins import register_launcher
+from simferry.records import drop_none, read_summary
 from simferry.transports.exceptions import TransportUnavailableError
 
 if TYPE_CHECKING:
     from simferry.config import RunConfig
 
-INSTALL = "install it with `pip install dragonhpc` (Linux, Python 3.10-3.12)"
-#: Set by the Dragon runtime in every process it starts.
-RUNTIME_ENV = "DRAGON_MY_PUID"
 #: When the parent simferry started ``dragon`` (time.time()), to report the boot time.
 BOOT_ENV = "SIMFERRY_DRAGON_T0"
 #: Seconds between checks that no pool worker died (a dead worker's task never returns).
@@ -62,45 +70,6 @@ UNNOTED_CHECKS = 5
 START_TIMEOUT_S = 180.0
 #: Seconds a Ctrl-C that came while the runtime booted waits for simferry to start in it.
 ABORT_GRACE_S = 10.0
-
-
-def in_runtime() -> bool:
-    """Whether this process was started by the Dragon runtime (``dragon`` or a pool)."""
-    return RUNTIME_ENV in os.environ
-
-
-def dragon_puid() -> int:
-    """This process's Dragon id: what the pools report for a worker that died."""
-    return int(os.environ[RUNTIME_ENV])
-
-
-def how_it_ended(code: int | None) -> str:
-    """A dead process's exit status in words: "killed by signal 9", "exit code 1"."""
-    return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-
-
-def dragon_executable() -> Path | None:
-    """The ``dragon`` launcher of this Python's environment, else the one on PATH."""
-    beside = Path(sys.executable).parent / "dragon"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("dragon")
-    return Path(found) if found else None
-
-
-def dragon_installed() -> bool:
-    return importlib.util.find_spec("dragon") is not None
-
-
-def missing_reason() -> str | None:
-    """Why Dragon cannot be used here, in one sentence; ``None`` when it can."""
-    if not dragon_installed():
-        return f"dragonhpc is not installed; {INSTALL}."
-    if not in_runtime() and dragon_executable() is None:
-        return (
-            f"the `dragon` executable of dragonhpc is not on PATH; {INSTALL} in this environment."
-        )
-    return None
 
 
 #: Workload managers Dragon detects by their client on PATH, with the variable that a job
@@ -159,18 +128,6 @@ def split_dragon_args(text: str | None) -> list[str]:
         ) from None
 
 
-def require_runtime(what: str) -> None:
-    """Refuse Dragon objects outside the runtime, where they would fail obscurely."""
-    reason = missing_reason()
-    if reason:
-        raise TransportUnavailableError(f"{what} cannot run: {reason}")
-    if not in_runtime():
-        raise TransportUnavailableError(
-            f"{what} needs the Dragon runtime; use `simferry run --launcher dragon`, which "
-            "starts it, or run simferry under `dragon`."
-        )
-
-
 class DragonLauncher:
     """A simulation pool and one single-process pool per trainer, inside the runtime.
 
@@ -190,6 +147,7 @@ class DragonLauncher:
         trainers: int | None,
         run_dir: Path | None = None,
     ) -> None:
+        # Dragon: an optional extra that works only inside its runtime; imported where used.
         from dragon.native.machine import Node, System
         from dragon.native.pool import Pool
 
@@ -365,10 +323,8 @@ def boot_seconds() -> float:
     if not started:
         return 0.0
     try:
-        import psutil
-
         return max(0.0, psutil.Process().create_time() - float(started))
-    except (ValueError, OSError, ImportError):
+    except (ValueError, OSError):
         return 0.0
 
 
@@ -378,9 +334,7 @@ class DragonConfig(LauncherConfig):
 
     name: Literal["dragon"] = "dragon"
     display: ClassVar[str] = "DragonHPC"
-    sim_workers: int | None = Field(
-        None, ge=1, le=100_000, description="simulation processes (default: min(num_sims, cores))"
-    )
+    sim_workers: int | None = sim_workers_field(100_000)
     dragon_args: str | None = Field(
         None,
         max_length=1000,
@@ -400,6 +354,7 @@ class DragonConfig(LauncherConfig):
     def node_count(self) -> int:
         if not in_runtime():
             return 1
+        # Dragon: an optional extra that works only inside its runtime; imported where used.
         from dragon.native.machine import System
 
         return max(1, System().nnodes)
@@ -425,8 +380,8 @@ def execute_under_dragon(cfg: RunConfig, progress: Any = None, parent: Path | No
     Raises as ``execute`` would (``RunFailure`` with the run's error, ``Interrupted``), so
     ``compare`` treats a Dragon row like any other.
     """
+    # The engine's progress display, imported where used: launchers sit below the engine.
     from simferry.progress import NullProgress
-    from simferry.records import read_summary
 
     if parent is not None:
         cfg = cfg.model_copy(update={"runs_dir": parent})
@@ -450,10 +405,6 @@ def run_config_under_dragon(
     The child gets the validated configuration as a ``config.toml``, so it runs exactly
     what this process checked. Returns the exit code and the run directory it made.
     """
-    import tomli_w
-
-    from simferry.records import drop_none
-
     runs = Path(cfg.runs_dir)
     before = set(runs.iterdir()) if runs.is_dir() else set()
     with tempfile.TemporaryDirectory(prefix="simferry-dragon-") as tmp:
@@ -517,26 +468,30 @@ def run_under_dragon(
         for s, h in previous.items():
             signal.signal(s, h)
     if outcome != "ran":
-        if signals:
-            raise Interrupted(signals[0])
-        if outcome == "stuck":
-            raise TransportUnavailableError(
-                f"The Dragon runtime did not start within {start_timeout():.0f} s and was "
-                "stopped; check the free space in /dev/shm (Dragon reserves several GB there) "
-                "and run `dragon-cleanup` if an earlier runtime is stuck."
-            )
-        reason = relay.reason()
-        raise TransportUnavailableError(
-            f"The Dragon runtime did not start (dragon exited with code {proc.returncode}): "
-            + (
-                reason.rstrip(".") + "."
-                if reason
-                else "check the free space in /dev/shm (Dragon reserves several GB there) "
-                "and run `dragon-cleanup` if an earlier runtime is stuck."
-            )
-        )
+        raise _not_started(outcome, signals, relay.reason(), proc.returncode)
     # Interrupted, the child already said so and exited 128 + signal.
     return proc.returncode
+
+
+def _not_started(outcome: str, signals: list[int], reason: str | None, code: int) -> BaseException:
+    """The error for a runtime that never started simferry: interrupted, stuck or refused."""
+    if signals:
+        return Interrupted(signals[0])
+    if outcome == "stuck":
+        return TransportUnavailableError(
+            f"The Dragon runtime did not start within {start_timeout():.0f} s and was "
+            "stopped; check the free space in /dev/shm (Dragon reserves several GB there) "
+            "and run `dragon-cleanup` if an earlier runtime is stuck."
+        )
+    return TransportUnavailableError(
+        f"The Dragon runtime did not start (dragon exited with code {code}): "
+        + (
+            reason.rstrip(".") + "."
+            if reason
+            else "check the free space in /dev/shm (Dragon reserves several GB there) "
+            "and run `dragon-cleanup` if an earlier runtime is stuck."
+        )
+    )
 
 
 class HeldStderr:
@@ -633,8 +588,6 @@ def start_timeout() -> float:
 
 def _head(launcher_pid: int) -> Any:
     """The simferry process Dragon runs (a ``psutil.Process``), once it has started."""
-    import psutil
-
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(launcher_pid).children():
             with contextlib.suppress(psutil.Error):
@@ -645,8 +598,6 @@ def _head(launcher_pid: int) -> Any:
 
 def _abort(proc: subprocess.Popen[str]) -> None:
     """Kill a stuck ``dragon`` and all it started; remove the /dev/shm files they mapped."""
-    import psutil
-
     try:
         root = psutil.Process(proc.pid)
         procs = [root, *root.children(recursive=True)]

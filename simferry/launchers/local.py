@@ -16,46 +16,31 @@ import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
-
 from simferry.launchers.base import LauncherConfig, Role
+from simferry.launchers.common import (
+    TaskNotes,
+    cpu_count,
+    gpu_count,
+    sim_workers_field,
+    tracked,
+    warm_trainer,
+)
 from simferry.plugins import register_launcher
 
 #: Seconds between the watchdog's looks for a pool stuck on a dead worker (``LocalLauncher``).
 WATCH_S = 0.5
 #: A pool notices a dead worker within milliseconds; one that has not after this is stuck.
 STUCK_S = 2.0
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def gpu_count() -> int:
-    """GPUs this node exposes, found without importing torch in the main process."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
-
-
-def warm_trainer(trainers_here: int) -> int:
-    """Import torch and size its thread pool ahead of the training phase."""
-    from simferry.workload.training import set_threads
-
-    set_threads(trainers_here)
-    return os.getpid()
 
 
 def trainer_forkserver() -> Any:
@@ -110,48 +95,6 @@ def signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def tracked(
-    notes: Path, token: int, worker: Callable[[], object], fn: Callable[..., Any], /, *args: Any
-) -> Any:
-    """Run ``fn`` in a worker after noting which task it is, in a file named ``worker()``.
-
-    If the worker dies, those notes tell the launcher whose task killed it, so only that
-    task is charged a retry and named when it fails. ``worker`` names the process the way
-    the launcher's runtime reports dead ones: ``os.getpid`` here, Dragon's process id there.
-    ``SIMFERRY_FAULT=kill-take:<token>:0`` kills the worker before its note (tests only).
-    """
-    from simferry.tasks import fault_point
-
-    fault_point("take", token, 0)
-    (notes / str(worker())).write_text(str(token))
-    return fn(*args)
-
-
-class TaskNotes:
-    """``<run>/.workers``: which task each worker took last (written by ``tracked``)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / ".workers"
-        self.path.mkdir(mode=0o700, exist_ok=True)
-
-    def task_of(self, worker: object) -> int | None:
-        """The token of the task ``worker`` noted last, if it noted one."""
-        try:
-            return int((self.path / str(worker)).read_text())
-        except (OSError, ValueError):
-            return None
-
-    def tasks(self) -> set[int]:
-        """The tokens every worker noted last."""
-        with contextlib.suppress(OSError):
-            names = [p.name for p in self.path.iterdir()]
-            return {t for t in map(self.task_of, names) if t is not None}
-        return set()
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
 def workers(pool: ProcessPoolExecutor) -> list[Any]:
     """The pool's worker processes (``multiprocessing.Process``), as it holds them now."""
     return list((getattr(pool, "_processes", None) or {}).values())
@@ -199,7 +142,7 @@ class LocalLauncher:
     A worker killed while it sends its result (a pass-by-value payload of many pipe
     buffers) leaves half a message in the pool's result pipe, and the pool's manager
     thread then reads the rest forever instead of noticing the death: every task of the
-    run would wait forever (reproduced 3 in 3 with 168 MB results). The other workers
+    run would wait forever. The other workers
     hold that pipe's write end, and so do those of the pool forked after it, so only
     stopping every worker and closing this process's end turns the read into EOF; the
     pools then break as for any dead worker and the workflow retries their tasks, charging
@@ -222,6 +165,10 @@ class LocalLauncher:
         self._notes = TaskNotes(run_dir) if run_dir is not None else None
         self._tokens = itertools.count()
         self._futures: dict[int, Future[Any]] = {}
+        #: The pool each tracked task went to, for as long as someone holds its future.
+        self._pool_of: weakref.WeakKeyDictionary[Future[Any], ProcessPoolExecutor] = (
+            weakref.WeakKeyDictionary()
+        )
         self._culprits: dict[ProcessPoolExecutor, set[Future[Any]]] = {}
         #: Pools the watchdog stopped: a task of theirs was running only if it is a culprit.
         self._unstuck: set[int] = set()
@@ -313,7 +260,7 @@ class LocalLauncher:
         ``None`` when unknown (the dead worker was idle, or left no note): the workflow
         then charges every task of the broken pool.
         """
-        pool = getattr(fut, "simferry_pool", None)
+        pool = self._pool_of.get(fut)
         if pool is None:
             return None
         if pool not in self._culprits and getattr(pool, "_broken", False):
@@ -334,7 +281,7 @@ class LocalLauncher:
             return pool.submit(fn, *args)
         token = next(self._tokens)
         fut = pool.submit(tracked, self._notes.path, token, os.getpid, fn, *args)
-        fut.simferry_pool = pool  # type: ignore[attr-defined]
+        self._pool_of[fut] = pool
         self._futures[token] = fut
         fut.add_done_callback(functools.partial(self._forget, token))
         return fut
@@ -375,9 +322,7 @@ class LocalConfig(LauncherConfig):
 
     name: Literal["local"] = "local"
     display: ClassVar[str] = "Local"
-    sim_workers: int | None = Field(
-        None, ge=1, le=1024, description="simulation processes (default: min(num_sims, cores))"
-    )
+    sim_workers: int | None = sim_workers_field(1024)
 
     def start(self, num_sims: int, trainers: int | None, run_dir: Any) -> LocalLauncher:
         gpus = gpu_count()

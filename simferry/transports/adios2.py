@@ -46,6 +46,7 @@ ports close with the processes that opened them.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import shutil
 import struct
@@ -54,7 +55,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 from pydantic import Field
@@ -70,9 +71,17 @@ from simferry.transports.base import (
     WeightsKey,
     get_many_each,
 )
+from simferry.transports.common import (
+    DATA_DIR_HELP,
+    HeldByName,
+    check_data_dir,
+    check_memory,
+    die_with_parent,
+    make_data_dir,
+)
 from simferry.transports.exceptions import KeyNotFoundError, TransportError
-from simferry.transports.filesystem import DATA_DIR_HELP, make_data_dir
 from simferry.transports.index import END, Backoff, Published
+from simferry.units import MIB
 
 
 def _import_bindings() -> Any:
@@ -84,7 +93,9 @@ def _import_bindings() -> Any:
     """
     hidden = {m: sys.modules.get(m) for m in ("torch", "cupy") if m not in sys.modules}
     for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # "import torch" raises ImportError
+        # typeshed types sys.modules without None, the documented way to block an import:
+        # "import torch" then raises ImportError.
+        sys.modules[name] = None  # type: ignore[assignment]  # typeshed gap (see above)
     try:
         import adios2.bindings
 
@@ -173,8 +184,6 @@ class StagedWriter:
     """
 
     def __init__(self, path: Path, readers: int) -> None:
-        from simferry.transports.redis_server import _die_with_parent
-
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         code = f"from simferry.transports.adios2 import stage; stage({str(path)!r}, {readers})"
@@ -184,7 +193,7 @@ class StagedWriter:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             process_group=0,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def write(self, arrays: dict[str, np.ndarray], meta: np.ndarray) -> None:
@@ -194,7 +203,7 @@ class StagedWriter:
         try:
             self.proc.stdin.write(HEADER.pack(len(head)) + head)
             for _, array in items:
-                self.proc.stdin.write(memoryview(array.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
+                self.proc.stdin.write(array.reshape(-1).view(np.uint8).data)
         except BrokenPipeError:
             raise TransportError(f"The ADIOS2 SST writer of {self.path.name} died.") from None
 
@@ -207,14 +216,15 @@ class StagedWriter:
 
 def stage(path: str, readers: int) -> None:
     """The staged SST writer process: read every step from stdin, then serve them."""
-    src = sys.stdin.buffer
+    # sys.stdin.buffer is a BufferedReader (it has readinto); typeshed says BinaryIO.
+    src = cast(io.BufferedReader, sys.stdin.buffer)
     steps: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
     while head := src.read(HEADER.size):
         (size,) = HEADER.unpack(head)
         arrays: dict[str, np.ndarray] = {}
         for name, dtype, shape in json.loads(src.read(size)):
             array = np.empty(shape, np.dtype(dtype))
-            src.readinto(memoryview(array.reshape(-1).view(np.uint8)))  # type: ignore
+            src.readinto(array.reshape(-1).view(np.uint8).data)
             arrays[name] = array
         steps.append((arrays, arrays.pop(META)))
     writer = StreamWriter(Path(path), "sst", readers)
@@ -271,8 +281,12 @@ class StreamReader:
 META_DTYPE = np.int64
 
 
-class Adios2Transport:
-    """Writers of the streams this process produces, readers of those it consumes."""
+class Adios2Transport(HeldByName):
+    """Writers of the streams this process produces, readers of those it consumes.
+
+    A stream cannot be listed and is append-only: ``keys`` and ``delete`` see only the
+    arrays read ahead and not handed out yet (``held``).
+    """
 
     kind = "adios2"
 
@@ -282,7 +296,7 @@ class Adios2Transport:
         self.owner = owner
         self._writers: dict[int, StreamWriter | StagedWriter] = {}
         self._readers: dict[int, StreamReader] = {}
-        self._cache: dict[str, np.ndarray] = {}
+        self.held: dict[str, np.ndarray] = {}
         self._adios: Any = None
         self._published: list[Published] = []
 
@@ -387,8 +401,8 @@ class Adios2Transport:
             return (True, Published(sim, END, reader.samples)) if reader.ended else (False, None)
         arrays, meta = step
         for name, array in arrays.items():
-            kind = name.split("|")[0]
-            self._cache[SampleKey(sim, int(meta[0]), kind).name()] = array  # type: ignore[arg-type]
+            kind = cast(Literal["input", "target"], name.split("|")[0])
+            self.held[SampleKey(sim, int(meta[0]), kind).name()] = array
         if meta[2]:
             checksum = int(np.array([meta[1]], np.int64).view(np.uint64)[0])
             return True, Published(sim, int(meta[0]), checksum)
@@ -401,7 +415,7 @@ class Adios2Transport:
         deadline = time.monotonic() + READ_WAIT_S
         # A staged SST writer opens its stream a moment after its task ended.
         appear = time.monotonic() + (APPEAR_WAIT_S if self.spec.staged else 0.0)
-        while name not in self._cache:
+        while name not in self.held:
             reader = self.reader(key.sim)
             if reader is None and time.monotonic() < appear:
                 time.sleep(0.05)
@@ -415,7 +429,7 @@ class Adios2Transport:
                 )
             self.read_step(key.sim, 1.0)
         # A stream hands each step out once: a trainer reads every sample once.
-        return self._cache.pop(name)
+        return self.held.pop(name)
 
     def _read_weights(self, key: WeightsKey) -> np.ndarray:
         path = self.weights_path(key.trainer)
@@ -438,22 +452,14 @@ class Adios2Transport:
     def exists(self, key: Key) -> bool:
         if isinstance(key, WeightsKey):
             return (self.weights_path(key.trainer) / "md.idx").exists()
-        return key.name() in self._cache
-
-    def keys(self, prefix: str = "") -> list[str]:
-        """Arrays read ahead and not handed out yet (a stream cannot be listed)."""
-        return sorted(k for k in self._cache if k.startswith(prefix))
-
-    def delete(self, key: Key) -> None:
-        """Drop a read-ahead array; the stream itself is append-only."""
-        self._cache.pop(key.name(), None)
+        return super().exists(key)
 
     # -- lifetime ---------------------------------------------------------------------
     def close(self) -> None:
         for reader in self._readers.values():
             reader.close()
         self._readers = {}
-        self._cache = {}
+        self.held = {}
         for writer in self._writers.values():
             with contextlib.suppress(Exception):
                 writer.close()
@@ -560,17 +566,9 @@ class Adios2Config(TransportConfig):
                     "live in simulation workers, which it stops after their phase; use "
                     "--launcher local or parsl, or --adios2-engine bp5."
                 )
-            from simferry.transports.proxystore import check_memory
-
             check_memory(ctx.data_bytes, "ADIOS2 SST's writers")
-        from simferry.transports.filesystem import check_space
-
-        need = ctx.data_bytes * 1.05 if self.adios2_engine == "bp5" else 2**20
-        check_space(
-            self.root(ctx).parent,
-            int(need),
-            "The data directory",
-            "free space, pass another --data-dir, or make the run smaller.",
+        check_data_dir(
+            self.root(ctx), ctx.data_bytes * 1.05 if self.adios2_engine == "bp5" else MIB
         )
 
     def start(self, ctx: RunContext) -> Adios2Transport:

@@ -35,15 +35,15 @@ import numpy as np
 from pydantic import ByteSize, Field
 
 from simferry.errors import UsageError
-from simferry.launchers.dragon import how_it_ended, missing_reason, require_runtime
+from simferry.launchers.dragon_runtime import how_it_ended, missing_reason, require_runtime
 from simferry.plugins import register_transport
 from simferry.transports.base import ClientSpec, Key, RunContext, SampleKey, TransportConfig
+from simferry.transports.common import gib
 from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
-from simferry.transports.filesystem import gib
 from simferry.transports.index import END, Backoff, Published, unpack
+from simferry.units import MIB
 from simferry.workload.simulation import STEPS
 
-MIB = 2**20
 #: DDict's own minimum pool per manager (``DDICT_MIN_SIZE``).
 MIN_MANAGER_BYTES = 3 * MIB
 #: A manager refuses writes past this fraction of its pool, or under 1 MiB free.
@@ -79,6 +79,7 @@ def placement(key: Key, managers: int) -> int:
 @contextlib.contextmanager
 def translated(what: str) -> Iterator[None]:
     """Dragon's errors as ours, with what to do about them."""
+    # Dragon: an optional extra that works only inside its runtime; imported where used.
     from dragon.data.ddict.ddict import DDictError, DDictFullError, DDictTimeoutError
 
     try:
@@ -289,6 +290,7 @@ class DDictSpec(ClientSpec):
     batch: bool = False
 
     def connect(self) -> DDictTransport:
+        # Dragon: an optional extra that works only inside its runtime; imported where used.
         from dragon.data.ddict import DDict
 
         with translated("attaching to the dictionary"):
@@ -298,6 +300,7 @@ class DDictSpec(ClientSpec):
 
 def processes(dd: Any) -> list[int]:
     """Dragon ids of a DDict's orchestrator and everything it started, parents first."""
+    # Dragon: an optional extra that works only inside its runtime; imported where used.
     from dragon.globalservices import process as gs
 
     orc = getattr(getattr(dd, "_orc_proc", None), "puid", None)
@@ -310,6 +313,7 @@ def processes(dd: Any) -> list[int]:
 
 def dead_process(puids: Sequence[int]) -> str | None:
     """How the first process of ``puids`` that ended did (e.g. "killed by signal 9")."""
+    # Dragon: an optional extra that works only inside its runtime; imported where used.
     from dragon.globalservices import process as gs
     from dragon.infrastructure.process_desc import ProcessDescriptor
 
@@ -323,6 +327,7 @@ def dead_process(puids: Sequence[int]) -> str | None:
 
 def kill_processes(puids: Sequence[int]) -> None:
     """SIGKILL ``puids`` children first and wait for them."""
+    # Dragon: an optional extra that works only inside its runtime; imported where used.
     from dragon.globalservices import process as gs
 
     for puid in reversed(puids):
@@ -335,6 +340,7 @@ def kill_processes(puids: Sequence[int]) -> None:
 
 def create(managers_per_node: int, nodes: int, total_bytes: int, run_dir: Path) -> Any:
     """A new DDict; its orchestrator runs here and keeps its small state file in ``run_dir``."""
+    # Dragon: an optional extra that works only inside its runtime; imported where used.
     from dragon.data.ddict import DDict
     from dragon.infrastructure.policy import Policy
     from dragon.native.machine import current

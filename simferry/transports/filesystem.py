@@ -1,264 +1,21 @@
-"""One ``.npy`` file per array under a directory: the reference's shared-file-system path.
+"""The reference's shared-file-system path: one ``.npy`` file per array under ``--data-dir``.
 
-Writes go to a hidden temporary name and are renamed into place, so a reader sees a whole
-file or none. Reads memory-map the file: the trainer converts straight from the page
-cache into its float32 buffer without an intermediate float64 copy.
-
-Streaming index (``--mode streaming``): one append-only file per simulation,
-``index/s<sim>.idx``, of fixed 16-byte records (``transports/index.py``), each written by
-one ``O_APPEND`` write after the sample's files were renamed into place. One writer per
-file means no interleaving even on NFS, where ``O_APPEND`` is not atomic across clients;
-readers take whole records only and reopen the files on every poll, so close-to-open
-consistency shows them appends made on other nodes. Polls back off from 2 to 50 ms while
-nothing is new; the files are tiny (160 bytes per simulation) and go with the data.
+The files, their atomic writes, memory-mapped reads and the streaming index are the store
+in ``filestore.py``, which the shm transport shares; this module is the backend's
+configuration: where the directory is, and the space check before a run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import math
-import mmap
-import os
-import shutil
-import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import numpy as np
-from numpy.lib import format as npformat
 from pydantic import Field
 
-from simferry.errors import UsageError
 from simferry.plugins import register_transport
-from simferry.transports.base import (
-    ClientSpec,
-    Key,
-    RunContext,
-    TransportConfig,
-    get_many_each,
-    put_many_each,
-)
-from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
-from simferry.transports.index import END, Backoff, Published, unpack
-
-SUFFIX = ".npy"
-#: Read-only shared mapping, populated up front where the platform can (Linux).
-MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-
-
-def gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.2f} GiB"
-
-
-class FilesystemTransport:
-    """Arrays as files under ``root``; the owner removes ``root`` on close."""
-
-    kind = "filesystem"
-
-    def __init__(self, root: Path, owner: bool = False, keep: bool = False) -> None:
-        self.root = root
-        self.owner = owner
-        self.keep = keep
-        self._index_fds: dict[int, int] = {}
-
-    def _path(self, key: Key) -> Path:
-        return self.root / (key.name() + SUFFIX)
-
-    def put(self, key: Key, array: np.ndarray) -> None:
-        path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                np.save(fh, array, allow_pickle=False)
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise TransportFullError(
-                    f"{self.root} is full ({exc.strerror}); free space there, choose another "
-                    "directory, or make the run smaller."
-                ) from None
-            raise TransportError(f"Could not write {path}: {exc.strerror or exc}.") from None
-
-    def get(self, key: Key) -> np.ndarray:
-        path = self._path(key)
-        try:
-            return load_mapped(path)
-        except FileNotFoundError:
-            raise KeyNotFoundError(f"{key.name()} is not in {self.root}.") from None
-
-    def put_many(self, items: Sequence[tuple[Key, np.ndarray]]) -> None:
-        put_many_each(self, items)
-
-    def get_many(self, keys: Sequence[Key]) -> list[np.ndarray]:
-        return get_many_each(self, keys)
-
-    def exists(self, key: Key) -> bool:
-        return self._path(key).exists()
-
-    def keys(self, prefix: str = "") -> list[str]:
-        if not self.root.exists():
-            return []
-        names = (
-            p.relative_to(self.root).as_posix()[: -len(SUFFIX)]
-            for p in self.root.rglob("*" + SUFFIX)
-            if not p.name.startswith(".")
-        )
-        return sorted(n for n in names if n.startswith(prefix))
-
-    def delete(self, key: Key) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
-
-    def close(self) -> None:
-        for fd in self._index_fds.values():
-            os.close(fd)
-        self._index_fds = {}
-        if self.owner and not self.keep:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def config(self) -> FilesystemSpec:
-        return FilesystemSpec(root=self.root)
-
-    def publish(self, entry: Published) -> None:
-        """Append one index record for ``entry.sim`` (streaming mode; see module docstring)."""
-        path = index_path(self.root, entry.sim)
-        record = entry.pack()
-        try:
-            fd = self._index_fds.get(entry.sim)
-            if fd is None:
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                self._index_fds[entry.sim] = fd
-            written = os.write(fd, record)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise TransportFullError(
-                    f"{self.root} is full ({exc.strerror}); free space there, choose another "
-                    "directory, or make the run smaller."
-                ) from None
-            raise TransportError(f"Could not write {path}: {exc.strerror or exc}.") from None
-        if written != len(record):
-            raise TransportError(f"Could not append a whole index record to {path}.")
-
-    def subscribe(self, num_sims: int) -> FileIndexReader:
-        return FileIndexReader(self.root, num_sims)
-
-
-HEADER_READERS = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}
-
-
-def load_mapped(path: Path) -> np.ndarray:
-    """Memory-map a ``.npy`` file read-only, its pages mapped in one system call.
-
-    ``np.load(mmap_mode="r")`` maps lazily: the first touch of every page (or small group
-    of pages) is a page fault. ``MAP_POPULATE`` maps the whole file at once, which made
-    reading a 2-16 MiB array from the page cache or tmpfs 5-20 % faster here, still with
-    no copy (bench/transports.py measures it beside the previous ``np.load`` memmap).
-    Headers other than the plain 1.0/2.0 that ``np.save`` writes go through ``np.load``;
-    object arrays are refused either way (no pickles are ever loaded).
-    """
-    with open(path, "rb") as fh:
-        read_header = HEADER_READERS.get(npformat.read_magic(fh))
-        if read_header is None:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        shape, fortran, dtype = read_header(fh)
-        if dtype.hasobject:
-            raise ValueError(f"{path} holds Python objects, which are never unpickled.")
-        offset = fh.tell()
-        count = math.prod(shape)
-        if count == 0:
-            return np.empty(shape, dtype)
-        mapped = mmap.mmap(fh.fileno(), 0, flags=MAP_FLAGS, prot=mmap.PROT_READ)
-    array = np.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
-    return array.reshape(shape, order="F" if fortran else "C")
-
-
-def index_path(root: Path, sim: int) -> Path:
-    return root / "index" / f"s{sim:06d}.idx"
-
-
-class FileIndexReader:
-    """A trainer's cursor over every simulation's index file (streaming mode)."""
-
-    def __init__(self, root: Path, num_sims: int) -> None:
-        self.root = root
-        #: Read offset of each simulation whose end marker has not been seen yet.
-        self.offsets = dict.fromkeys(range(num_sims), 0)
-        self.backoff = Backoff()
-
-    def _scan(self) -> list[Published]:
-        found: list[Published] = []
-        for sim, offset in list(self.offsets.items()):
-            try:
-                with open(index_path(self.root, sim), "rb") as fh:
-                    fh.seek(offset)
-                    data = fh.read()
-            except FileNotFoundError:
-                continue  # this simulation has not published yet
-            entries, used = unpack(data)
-            self.offsets[sim] = offset + used
-            if any(e.step == END for e in entries):
-                del self.offsets[sim]
-            found.extend(entries)
-        return found
-
-    def poll(self, timeout: float) -> list[Published]:
-        return self.backoff.poll(self._scan, timeout, lambda: not self.offsets)
-
-    def close(self) -> None:
-        """Nothing to release: files are opened only for the length of a poll."""
-
-
-class FilesystemSpec(ClientSpec):
-    root: Path
-
-    def connect(self) -> FilesystemTransport:
-        return FilesystemTransport(self.root)
-
-
-#: The ``--data-dir`` help of every transport that keeps files there.
-DATA_DIR_HELP = (
-    "directory for the data files (use a shared file system for multi-node runs); default: "
-    "inside the run directory"
-)
-
-
-def make_data_dir(root: Path) -> Path:
-    """The run's own data directory: new (never another run's files) and private."""
-    try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=False)
-    except OSError as exc:
-        raise UsageError(f"Could not create the data directory {root}: {exc.strerror}.") from None
-    return root
-
-
-def check_space(directory: Path, needed: int, what: str, hint: str) -> None:
-    """Refuse up front when ``directory`` (or its nearest existing parent) is unusable."""
-    probe = directory
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UsageError(f"{what} {directory} is not a directory; pass a directory path.")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {directory} is not writable by you; choose another directory.")
-    free = shutil.disk_usage(probe).free
-    if needed > free:
-        # Name what exists: the run's own directory is not made before the check.
-        where = (
-            f"{directory} has"
-            if probe == directory
-            else f"would go in {probe.resolve()}, which has"
-        )
-        raise UsageError(
-            f"{what} {where} {gib(free)} free but this run writes {gib(needed)}; {hint}"
-        )
+from simferry.transports.base import RunContext, TransportConfig
+from simferry.transports.common import DATA_DIR_HELP, check_data_dir, make_data_dir
+from simferry.transports.filestore import FilesystemTransport
 
 
 @register_transport
@@ -287,12 +44,7 @@ class FilesystemConfig(TransportConfig):
         return self.data_dir.expanduser().resolve() / f"simferry-{ctx.run_id}"
 
     def check(self, ctx: RunContext) -> None:
-        check_space(
-            self.root(ctx).parent,
-            int(ctx.data_bytes * 1.02),
-            "The data directory",
-            "free space, pass another --data-dir, or make the run smaller.",
-        )
+        check_data_dir(self.root(ctx), ctx.data_bytes * 1.02)
 
     def start(self, ctx: RunContext) -> FilesystemTransport:
         root = make_data_dir(self.root(ctx))

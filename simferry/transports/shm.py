@@ -6,7 +6,7 @@ our back when a worker exits. The owner removes the whole directory at the end o
 run, on success, failure and Ctrl-C; ``simferry doctor --clean`` removes directories
 left by a run that was killed outright.
 
-Streaming index: the file system's (``FilesystemTransport.publish``/``subscribe``), an
+Streaming index: the file store's (``FilesystemTransport.publish``/``subscribe``), an
 append-only file of 16-byte records per simulation, here on tmpfs, so a poll is a few
 page-cache reads and never touches a disk.
 """
@@ -22,7 +22,8 @@ from pydantic import Field
 from simferry.errors import UsageError
 from simferry.plugins import register_transport
 from simferry.transports.base import RunContext, TransportConfig
-from simferry.transports.filesystem import FilesystemTransport, check_space
+from simferry.transports.common import check_space
+from simferry.transports.filestore import FilesystemTransport
 
 PREFIX = "simferry-"
 

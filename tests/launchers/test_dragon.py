@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 
 from simferry.cli import main
-from simferry.launchers import dragon
+from simferry.launchers import dragon, dragon_runtime
 
 from ..helpers import only_run_dir, records, summary
 from ..leaks import SHM, kill_session, session_processes, start_cli, wait_gone
 
 needs_dragon = pytest.mark.skipif(
-    dragon.missing_reason() is not None or dragon.in_runtime(),
-    reason=dragon.missing_reason() or "starts its own Dragon runtime",
+    dragon_runtime.missing_reason() is not None or dragon_runtime.in_runtime(),
+    reason=dragon_runtime.missing_reason() or "starts its own Dragon runtime",
 )
 SMALL = ["--num-sims", "4", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
 #: The same, with the tables printed (``--quiet`` prints nothing but errors).
@@ -332,7 +332,7 @@ def test_without_dragonhpc_run_and_demo_say_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(dragon, "dragon_installed", lambda: False)
+    monkeypatch.setattr(dragon_runtime, "dragon_installed", lambda: False)
     assert "pip install dragonhpc" in (dragon.DragonConfig().unavailable_reason() or "")
     for argv in (["run", "--launcher", "dragon", *SMALL], ["ddict-demo"]):
         assert main(argv) == 2
@@ -347,7 +347,7 @@ def test_compare_without_dragonhpc_skips_the_row_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(dragon, "dragon_installed", lambda: False)
+    monkeypatch.setattr(dragon_runtime, "dragon_installed", lambda: False)
     assert main(["compare", "--transports", "futures,ddict", *SHOWN]) == 0
     captured = capsys.readouterr()
     assert "skipping DragonHPC + DDict: dragonhpc is not installed" in captured.err
@@ -359,7 +359,7 @@ def test_dragon_objects_outside_the_runtime_are_refused(tmp_path: Path) -> None:
     from simferry.transports.ddict import DDictConfig
     from simferry.transports.exceptions import TransportUnavailableError
 
-    if dragon.in_runtime():
+    if dragon_runtime.in_runtime():
         pytest.skip("inside a Dragon runtime")
     with pytest.raises(TransportUnavailableError, match="needs the Dragon runtime"):
         DDictConfig().start(RunContext(tmp_path, "t", 2**20))

@@ -19,7 +19,7 @@ import pytest
 from pydantic import ByteSize
 
 from simferry.errors import UsageError
-from simferry.launchers import dragon
+from simferry.launchers import dragon, dragon_runtime
 from simferry.transports.base import RunContext, SampleKey, WeightsKey
 from simferry.transports.ddict import (
     FULL_THRESHOLD,
@@ -32,7 +32,7 @@ from simferry.transports.exceptions import TransportFullError
 from simferry.workload.simulation import STEPS, dataset_bytes
 
 REPO = Path(__file__).resolve().parents[2]
-in_dragon = pytest.mark.skipif(not dragon.in_runtime(), reason="runs inside Dragon only")
+in_dragon = pytest.mark.skipif(not dragon_runtime.in_runtime(), reason="runs inside Dragon only")
 
 
 def block(nbytes: int) -> int:
@@ -113,11 +113,11 @@ def test_a_full_ddict_is_a_clear_error_in_dragon(
 
 @pytest.mark.integration
 @pytest.mark.skipif(
-    dragon.missing_reason() is not None or dragon.in_runtime(),
-    reason=dragon.missing_reason() or "this test starts the runtime itself",
+    dragon_runtime.missing_reason() is not None or dragon_runtime.in_runtime(),
+    reason=dragon_runtime.missing_reason() or "this test starts the runtime itself",
 )
 def test_conformance_suite_passes_inside_dragon(tmp_path: Path) -> None:
-    exe = dragon.dragon_executable()
+    exe = dragon_runtime.dragon_executable()
     assert exe is not None
     env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
     tests = ["tests/conformance/test_transports.py", "tests/transports/test_ddict.py"]

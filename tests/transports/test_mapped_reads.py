@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.lib import format as npformat
 
-from simferry.transports.filesystem import load_mapped
+from simferry.transports.filestore import load_mapped
 
 
 @pytest.mark.parametrize(

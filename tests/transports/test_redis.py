@@ -35,7 +35,8 @@ pytestmark = pytest.mark.integration
 if RedisConfig().unavailable_reason():
     pytestmark = [pytestmark, pytest.mark.skip(reason=str(RedisConfig().unavailable_reason()))]
 
-from simferry.transports.redis_server import RedisServer, free_port  # noqa: E402
+from simferry.transports.common import free_port  # noqa: E402
+from simferry.transports.redis.server import RedisServer  # noqa: E402
 
 SMALL = ["--num-sims", "4", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
 #: The same, with the tables printed (``--quiet`` prints nothing but errors).

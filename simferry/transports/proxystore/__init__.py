@@ -12,7 +12,7 @@ Connectors (``--proxystore-connector``):
 - ``file``: ProxyStore's ``FileConnector``, one file per object under the run directory
   (a shared file system for several nodes);
 - ``redis``: ProxyStore's ``RedisConnector`` over simferry's own private redis-server
-  (``redis_server.py``: Unix socket or loopback, random password) or ``--redis-url``;
+  (``redis/server.py``: Unix socket or loopback, random password) or ``--redis-url``;
   ProxyStore's connector has no password or Unix-socket support, so ``SecuredRedis``
   gives it simferry's client and prefixes its keys with the run's namespace, which the
   Redis transport's owner then frees like its own;
@@ -42,6 +42,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -50,7 +51,7 @@ import numpy as np
 from pydantic import Field
 
 from simferry.errors import UsageError
-from simferry.plugins import register_transport
+from simferry.plugins import register_transport, transports
 from simferry.transports.base import (
     ClientSpec,
     Key,
@@ -59,17 +60,28 @@ from simferry.transports.base import (
     TransportConfig,
     get_many_each,
 )
+from simferry.transports.common import (
+    DATA_DIR_HELP,
+    HeldByName,
+    check_data_dir,
+    check_memory,
+    die_with_parent,
+    free_port,
+    make_data_dir,
+    stop_process,
+)
 from simferry.transports.exceptions import KeyNotFoundError, TransportError
-from simferry.transports.filesystem import DATA_DIR_HELP, make_data_dir
 
 try:
-    from proxystore.connectors.redis import RedisConnector, RedisKey
     from proxystore.proxy import Proxy, ProxyResolveError, extract
     from proxystore.store import Store, get_or_create_store, unregister_store
     from proxystore.store.config import StoreConfig
+
+    from simferry.transports.proxystore.secured_redis import SecuredRedis
 except ImportError:  # reported by unavailable_reason(); the transport stays listed
-    RedisConnector = object  # type: ignore[assignment,misc]
-    Store = None  # type: ignore[assignment,misc]
+    HAVE_PROXYSTORE = False
+else:
+    HAVE_PROXYSTORE = True
 
 Connector = Literal["file", "redis", "zmq"]
 #: Seconds a client waits for the ZeroMQ server before ProxyStore would start its own
@@ -89,56 +101,12 @@ def deserialize(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-class SecuredRedis(RedisConnector):
-    """ProxyStore's Redis connector with a password, Unix sockets and a key namespace."""
-
-    def __init__(self, url: str, password: str | None, namespace: str) -> None:
-        from simferry.transports.redis_server import make_client
-
-        self.url = url
-        self.password = password
-        self.namespace = namespace
-        self.clear = False
-        self.hostname, self.port = url, 0  # for ProxyStore's repr only
-        self._redis_client = make_client(url, password, retries=3)
-
-    def __repr__(self) -> str:
-        return f"SecuredRedis({self.url})"  # never the password
-
-    def config(self) -> dict[str, Any]:
-        return {"url": self.url, "password": self.password, "namespace": self.namespace}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SecuredRedis:
-        return cls(**config)
-
-    def _key(self) -> RedisKey:
-        import uuid
-
-        return RedisKey(redis_key=f"{self.namespace}ps:{uuid.uuid4()}")
-
-    def new_key(self, obj: Any = None) -> RedisKey:
-        return self._key()
-
-    def put(self, obj: Any) -> RedisKey:
-        key = self._key()
-        self._redis_client.set(key.redis_key, bytes(obj))
-        return key
-
-    def put_batch(self, objs: Sequence[Any]) -> list[RedisKey]:
-        keys = [self._key() for _ in objs]
-        self._redis_client.mset({k.redis_key: bytes(o) for k, o in zip(keys, objs, strict=True)})
-        return keys
-
-
 def start_zmq_server(address: str, port: int) -> subprocess.Popen[bytes]:
     """ProxyStore's own ZeroMQ server, as a process this run owns and stops.
 
     Its own process group keeps a terminal's Ctrl-C away from it (simferry stops it), and
     ``PR_SET_PDEATHSIG`` ends it if simferry dies without stopping it.
     """
-    from simferry.transports.redis_server import _die_with_parent
-
     code = f"from proxystore_ex.connectors.dim.zmq import start_server; start_server({address!r}, {port})"
     return subprocess.Popen(
         [sys.executable, "-c", code],
@@ -146,14 +114,13 @@ def start_zmq_server(address: str, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         process_group=0,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
 
 
 def wait_for_zmq(proc: subprocess.Popen[bytes], address: str, port: int) -> None:
     """Return once the server answers; on a loaded machine its start takes seconds."""
-    import time
-
+    # proxystore-ex and pyzmq: optional extras; imported where the ZeroMQ connector needs them.
     from proxystore_ex.connectors.dim.exceptions import ServerTimeoutError
     from proxystore_ex.connectors.dim.zmq import wait_for_server
 
@@ -174,18 +141,12 @@ def wait_for_zmq(proc: subprocess.Popen[bytes], address: str, port: int) -> None
                 ) from None
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+class ProxyStoreTransport(HeldByName):
+    """Proxies by key name; ``drain``/``load`` move them between tasks like futures' arrays.
 
-
-class ProxyStoreTransport:
-    """Proxies by key name; ``drain``/``load`` move them between tasks like futures' arrays."""
+    ``delete`` forgets this task's proxy; the data stays for the other trainers until the
+    owner closes the store at the end of the run.
+    """
 
     #: Data references ride on task results (tasks.py, streaming.py follow that path).
     by_value = True
@@ -196,7 +157,7 @@ class ProxyStoreTransport:
         #: What the owner must stop besides the store: a Redis transport or a server process.
         self._owned = owner
         self.root = spec.root
-        self._proxies: dict[str, bytes] = {}
+        self.held: dict[str, bytes] = {}
         self._store: Any = None
 
     def store(self) -> Any:
@@ -217,14 +178,14 @@ class ProxyStoreTransport:
         except Exception as exc:
             raise TransportError(f"ProxyStore could not store {key.name()}: {exc}.") from None
         # Kept pickled: that is how a proxy crosses processes, and how ``get`` resolves it.
-        self._proxies[key.name()] = pickle.dumps(proxy, protocol=pickle.HIGHEST_PROTOCOL)
+        self.held[key.name()] = pickle.dumps(proxy, protocol=pickle.HIGHEST_PROTOCOL)
 
     def put_many(self, items: Sequence[tuple[Key, np.ndarray]]) -> None:
         for key, array in items:
             self.put(key, array)
 
     def get(self, key: Key) -> np.ndarray:
-        blob = self._proxies.get(key.name())
+        blob = self.held.get(key.name())
         if blob is None:
             raise KeyNotFoundError(f"{key.name()} was not among the proxies passed to this task.")
         proxy: Proxy[np.ndarray] = pickle.loads(blob)
@@ -240,27 +201,17 @@ class ProxyStoreTransport:
     def get_many(self, keys: Sequence[Key]) -> list[np.ndarray]:
         return get_many_each(self, keys)
 
-    def exists(self, key: Key) -> bool:
-        return key.name() in self._proxies
-
-    def keys(self, prefix: str = "") -> list[str]:
-        return sorted(k for k in self._proxies if k.startswith(prefix))
-
-    def delete(self, key: Key) -> None:
-        """Forget this task's proxy; the data stays for the other trainers until the run ends."""
-        self._proxies.pop(key.name(), None)
-
     def drain(self) -> bytes:
-        blob = pickle.dumps(self._proxies, protocol=pickle.HIGHEST_PROTOCOL)
-        self._proxies = {}
+        blob = pickle.dumps(self.held, protocol=pickle.HIGHEST_PROTOCOL)
+        self.held = {}
         return blob
 
     def load(self, blob: bytes) -> None:
-        self._proxies.update(pickle.loads(blob))
+        self.held.update(pickle.loads(blob))
 
     def close(self) -> None:
         """Release this client; the owner also clears the store and stops its servers."""
-        self._proxies = {}
+        self.held = {}
         store, self._store = self._store, None
         owner = self._owned is not None
         if store is not None:
@@ -292,20 +243,6 @@ class ProxyStoreSpec(ClientSpec):
 
     def connect(self) -> ProxyStoreTransport:
         return ProxyStoreTransport(self)
-
-
-def check_memory(data_bytes: int, holder: str) -> None:
-    """Refuse a run whose data ``holder`` would keep in memory when it cannot fit."""
-    import psutil
-
-    from simferry.transports.filesystem import gib
-
-    avail = psutil.virtual_memory().available
-    if data_bytes > 0.9 * avail:
-        raise UsageError(
-            f"{holder} would hold this run's {gib(data_bytes)} in memory but {gib(avail)} is "
-            "available; make the run smaller or use a file-based connector or engine."
-        )
 
 
 @register_transport
@@ -348,12 +285,12 @@ class ProxyStoreConfig(TransportConfig):
         return f"{self.display} ({self.proxystore_connector})"
 
     def unavailable_reason(self) -> str | None:
-        if Store is None:
+        if not HAVE_PROXYSTORE:
             return "ProxyStore is not installed; run pip install 'simferry[proxystore]'."
         if self.proxystore_connector == "redis":
             return self._redis().unavailable_reason()
         if self.proxystore_connector == "zmq":
-            try:
+            try:  # whether the optional extras are installed, without importing them for good
                 import proxystore_ex.connectors.dim.zmq  # noqa: F401
                 import zmq  # noqa: F401
             except ImportError:
@@ -363,10 +300,13 @@ class ProxyStoreConfig(TransportConfig):
                 )
         return None
 
-    def _redis(self) -> Any:
-        from simferry.transports.redis import RedisConfig
+    def _redis(self) -> TransportConfig:
+        """The Redis transport that owns the connector's server (or namespace) for the run.
 
-        return RedisConfig(redis_url=self.redis_url)
+        Taken from the registry, not imported: one backend builds on another as the engine
+        would use it, so their modules stay independent.
+        """
+        return transports()["redis"].model_validate({"redis_url": self.redis_url})
 
     def root(self, ctx: RunContext) -> Path:
         if self.data_dir is None:
@@ -393,14 +333,7 @@ class ProxyStoreConfig(TransportConfig):
         if self.proxystore_connector == "zmq":
             check_memory(ctx.data_bytes, "ProxyStore's ZeroMQ server")
         if self.proxystore_connector == "file":
-            from simferry.transports.filesystem import check_space
-
-            check_space(
-                self.root(ctx).parent,
-                int(ctx.data_bytes * 1.02),
-                "The data directory",
-                "free space, pass another --data-dir, or make the run smaller.",
-            )
+            check_data_dir(self.root(ctx), ctx.data_bytes * 1.02)
         elif self.proxystore_connector == "redis":
             self._redis().check(ctx)
 
@@ -414,12 +347,13 @@ class ProxyStoreConfig(TransportConfig):
         root: Path | None = None
         owned: Any = True
         if self.proxystore_connector == "file":
+            # ProxyStore: an optional extra; imported where a connector needs it.
             from proxystore.connectors.file import FileConnector
 
             root = make_data_dir(self.root(ctx))
             connector: Any = FileConnector(str(root), clear=True)
         elif self.proxystore_connector == "redis":
-            redis_owner = self._redis().start(ctx)
+            redis_owner: Any = self._redis().start(ctx)  # a RedisTransport: its spec has the URL
             owned = redis_owner
             spec = redis_owner.spec
             try:
@@ -428,9 +362,8 @@ class ProxyStoreConfig(TransportConfig):
                 redis_owner.close()
                 raise
         else:
+            # proxystore-ex and pyzmq: optional extras; imported where the ZeroMQ connector needs them.
             from proxystore_ex.connectors.dim.zmq import ZeroMQConnector
-
-            from simferry.transports.redis_server import free_port
 
             port = free_port("127.0.0.1")
             server = start_zmq_server("127.0.0.1", port)

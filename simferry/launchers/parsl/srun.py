@@ -34,7 +34,7 @@ class JobNamedSrunLauncher(SrunLauncher):
         if PARSL_NAME not in text or SRUN_TASK not in text:
             raise RuntimeError(
                 "This Parsl's srun launcher no longer names its command file "
-                f"{PARSL_NAME}.sh; update simferry/launchers/parsl_srun.py for it."
+                f"{PARSL_NAME}.sh; update simferry/launchers/parsl/srun.py for it."
             )
         text = text.replace(PARSL_NAME, BLOCK_NAME)
         return text.replace(SRUN_TASK, f" {STEP_NAME}{SRUN_TASK}", 1)

@@ -24,8 +24,10 @@ worker pool or interchange still alive afterwards is killed, so none outlives th
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
+import shutil
 import socket
 import sys
 import threading
@@ -41,7 +43,7 @@ from pydantic import Field, field_validator
 
 from simferry.errors import RunFailure, UsageError
 from simferry.launchers.base import LauncherConfig, Role
-from simferry.launchers.local import cpu_count, gpu_count, warm_trainer
+from simferry.launchers.common import cpu_count, gpu_count, sim_workers_field, warm_trainer
 from simferry.plugins import register_launcher
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from parsl.dataflow.dflow import DataFlowKernel
 
 LABELS: dict[Role, str] = {"sim": "sims", "train": "trainers"}
+#: Blocks of a provider inside or for one batch job: exactly one, never scaled.
+FIXED: dict[str, Any] = {"init_blocks": 1, "min_blocks": 1, "max_blocks": 1}
 #: Process names of Parsl's own processes (also matched when started with ``-m``).
 PARSL_PROCESSES = ("interchange", "process_worker_pool")
 #: How long local worker pools may take to connect before the run is declared broken;
@@ -188,9 +192,7 @@ class ParslConfig(LauncherConfig):
         description="nodes to use (local provider: worker pools on this machine; default: "
         "the whole PBS/Slurm allocation when inside one, else 1)",
     )
-    sim_workers: int | None = Field(
-        None, ge=1, description="simulation processes (default: min(num_sims, cores))"
-    )
+    sim_workers: int | None = sim_workers_field()
     cpus_per_node: int | None = Field(
         None, ge=1, description="cores per node (default: this node's cores)"
     )
@@ -268,9 +270,6 @@ class ParslConfig(LauncherConfig):
         return 1 + 2 * nodes
 
     def unavailable_reason(self) -> str | None:
-        import importlib.util
-        import shutil
-
         if importlib.util.find_spec("parsl") is None:
             return "Parsl is not installed; pip install 'simferry[parsl]'."
         try:
@@ -318,13 +317,12 @@ class ParslConfig(LauncherConfig):
         )
 
     def _provider(self, nodes: int) -> Any:
-        from parsl.launchers import MpiExecLauncher, SingleNodeLauncher
-        from parsl.providers import LocalProvider, PBSProProvider, SlurmProvider
-
-        from simferry.launchers.parsl_srun import JobNamedSrunLauncher
-
-        fixed: dict[str, Any] = {"init_blocks": 1, "min_blocks": 1, "max_blocks": 1}
+        """Parsl's provider for ``--provider``: where the worker pools of ``nodes`` start."""
         if self.provider == "local":
+            # Parsl: an optional extra that takes a second to import; imported where used.
+            from parsl.launchers import SingleNodeLauncher
+            from parsl.providers import LocalProvider
+
             # One block per simulated node, all on this machine.
             return LocalProvider(
                 nodes_per_block=1,
@@ -334,28 +332,44 @@ class ParslConfig(LauncherConfig):
                 max_blocks=nodes,
                 worker_init=self.worker_init,
             )
-        inside = self.allocation() is not None
         if self.provider == "pbs":
-            overrides = (
-                self.launcher_overrides if self.launcher_overrides is not None else "--ppn 1"
-            )
-            mpi = MpiExecLauncher(debug=False, bind_cmd=self.mpiexec_bind_cmd, overrides=overrides)
-            if inside:
-                return LocalProvider(
-                    nodes_per_block=nodes, launcher=mpi, worker_init=self.worker_init, **fixed
-                )
-            return PBSProProvider(
-                account=self.account,
-                queue=self.queue,
-                scheduler_options=self.scheduler_options,
-                select_options=self.select_options,
-                worker_init=self.worker_init,
-                nodes_per_block=nodes,
-                cpus_per_node=self.cpus_per_node or cpu_count(),
-                walltime=self.walltime,
-                launcher=mpi,
-                **fixed,
-            )
+            return self._pbs_provider(nodes)
+        return self._slurm_provider(nodes)
+
+    def _in_job(self, nodes: int, launcher: Any) -> Any:
+        """Inside a batch job: its own nodes, one block, no second job queued."""
+        from parsl.providers import LocalProvider  # Parsl: optional extra, slow to import
+
+        return LocalProvider(
+            nodes_per_block=nodes, launcher=launcher, worker_init=self.worker_init, **FIXED
+        )
+
+    def _pbs_provider(self, nodes: int) -> Any:
+        from parsl.launchers import MpiExecLauncher  # Parsl: optional extra, slow to import
+        from parsl.providers import PBSProProvider
+
+        overrides = self.launcher_overrides if self.launcher_overrides is not None else "--ppn 1"
+        mpi = MpiExecLauncher(debug=False, bind_cmd=self.mpiexec_bind_cmd, overrides=overrides)
+        if self.allocation() is not None:
+            return self._in_job(nodes, mpi)
+        return PBSProProvider(
+            account=self.account,
+            queue=self.queue,
+            scheduler_options=self.scheduler_options,
+            select_options=self.select_options,
+            worker_init=self.worker_init,
+            nodes_per_block=nodes,
+            cpus_per_node=self.cpus_per_node or cpu_count(),
+            walltime=self.walltime,
+            launcher=mpi,
+            **FIXED,
+        )
+
+    def _slurm_provider(self, nodes: int) -> Any:
+        from parsl.providers import SlurmProvider  # Parsl: optional extra, slow to import
+
+        from simferry.launchers.parsl.srun import JobNamedSrunLauncher  # imports Parsl too
+
         # --overlap: the sims and trainers pools share the allocation's nodes -- the same
         # ones, named, when the run uses fewer than the job has (else srun may put the two
         # executors' steps on different nodes: seen with --nodes 1 in a 2-node job).
@@ -366,10 +380,8 @@ class ParslConfig(LauncherConfig):
         if self.launcher_overrides is not None:
             srun_args = self.launcher_overrides
         srun = JobNamedSrunLauncher(debug=False, overrides=srun_args)
-        if inside:
-            return LocalProvider(
-                nodes_per_block=nodes, launcher=srun, worker_init=self.worker_init, **fixed
-            )
+        if alloc is not None:
+            return self._in_job(nodes, srun)
         return SlurmProvider(
             partition=self.queue,
             account=self.account,
@@ -379,11 +391,12 @@ class ParslConfig(LauncherConfig):
             scheduler_options=self.scheduler_options,
             worker_init=self.worker_init,
             launcher=srun,
-            **fixed,
+            **FIXED,
         )
 
     def parsl_config(self, plan: Plan, run_dir: Path) -> Config:
         """Parsl's ``Config``: a "sims" and a "trainers" HTEX, runinfo under ``run_dir``."""
+        # Parsl: an optional extra that takes a second to import; imported where used.
         from parsl.config import Config
         from parsl.executors import HighThroughputExecutor
 
@@ -446,6 +459,7 @@ class ParslConfig(LauncherConfig):
 
 def _launch_args() -> str:
     """HTEX's default worker command line without the script name in front."""
+    # Parsl: an optional extra that takes a second to import; imported where used.
     from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
     return str(DEFAULT_LAUNCH_CMD).split(" ", 1)[1]
@@ -493,6 +507,7 @@ class ParslLauncher:
     def __init__(
         self, config: Config, plan: Plan, run_dir: Path, connect_timeout: float | None
     ) -> None:
+        # Parsl: an optional extra that takes a second to import; imported where used.
         from parsl.dataflow.dflow import DataFlowKernel
 
         t0 = time.perf_counter()
@@ -532,6 +547,7 @@ class ParslLauncher:
     @property
     def lost_errors(self) -> tuple[type[BaseException], ...]:
         """Errors meaning a worker (or its node's manager) died: the workflow retries those."""
+        # Parsl: an optional extra that takes a second to import; imported where used.
         from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
 
         return (WorkerLost, ManagerLost)
@@ -588,6 +604,7 @@ class ParslLauncher:
             time.sleep(0.1)
 
     def submit(self, role: Role, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        # Parsl: an optional extra that takes a second to import; imported where used.
         from parsl import python_app
 
         if role == "train" and self._warm:
@@ -610,10 +627,12 @@ class ParslLauncher:
         if self._closed:
             return
         self._closed = True
+        # Parsl: an optional extra that takes a second to import; imported where used.
         from parsl.executors.status_handling import BlockProviderExecutor
 
         if self.slurm_job:
-            from simferry.launchers.parsl_srun import stop_steps
+            # srun.py subclasses a Parsl class: importing it imports Parsl.
+            from simferry.launchers.parsl.srun import stop_steps
 
             stop_steps(self.slurm_job, LABELS.values())
         procs = parsl_processes(self._dfk.executors.values())

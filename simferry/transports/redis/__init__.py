@@ -21,7 +21,7 @@ If an overwrite removed a generation while it was being read, the read starts ag
 the new header, so a reader never mixes two writes. Chunks are sent straight from the
 array's memory, and an array of one chunk is read with ``np.frombuffer``, without a copy.
 
-The private server's security and lifetime are in ``redis_server.py``. With ``--redis-url``
+The private server's security and lifetime are in ``server.py``. With ``--redis-url``
 simferry never stops the server and deletes only its own namespace at the end. The
 password is never written to ``config.toml``; give it in the URL or in ``REDISCLI_AUTH``.
 """
@@ -38,7 +38,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
@@ -48,19 +48,21 @@ from pydantic import ByteSize, Field, SecretStr, field_serializer, field_validat
 from simferry.errors import UsageError
 from simferry.plugins import register_transport
 from simferry.transports.base import ClientSpec, Key, RunContext, TransportConfig
+from simferry.transports.common import can_bind, gib, make_client
 from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
-from simferry.transports.filesystem import gib
-
-if TYPE_CHECKING:
-    from simferry.transports.index import Published
-    from simferry.transports.redis_server import RedisServer
+from simferry.transports.index import Published, unpack
+from simferry.units import MIB
 
 try:
     import redis
-except ImportError:  # reported by unavailable_reason(); the transport stays listed
-    redis = None  # type: ignore[assignment]
+    from redis.connection import parse_url
 
-MIB = 2**20
+    from simferry.transports.redis.server import MAX_SOCKET_PATH, RedisServer
+except ImportError:  # reported by unavailable_reason(); the transport stays listed
+    HAVE_REDIS = False
+else:
+    HAVE_REDIS = True
+
 #: Redis's largest value (proto-max-bulk-len); chunks must stay at or below it.
 MAX_CHUNK = 512 * MIB
 DEFAULT_CHUNK = 4 * MIB
@@ -139,7 +141,7 @@ def warn_open_server(where: str) -> None:
 
 def connection_problem(exc: Exception, where: str) -> str:
     """One sentence for a failure to reach or log in to a Redis server."""
-    if redis is not None and isinstance(exc, redis.exceptions.AuthenticationError):
+    if HAVE_REDIS and isinstance(exc, redis.exceptions.AuthenticationError):
         return (
             f"The Redis server at {where} rejected the password (wrong or missing); put it in "
             f"--redis-url as redis://:PASSWORD@host:port or in the {AUTH_ENV} variable."
@@ -159,8 +161,6 @@ class RedisTransport:
     def __init__(
         self, spec: RedisSpec, owner: bool = False, server: RedisServer | None = None
     ) -> None:
-        from simferry.transports.redis_server import make_client
-
         self.spec = spec
         self.owner = owner
         self.server = server
@@ -213,7 +213,7 @@ class RedisTransport:
             raise TransportError(
                 f"The Redis transport stores plain numeric arrays, not dtype {arr.dtype}."
             )
-        raw = memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+        raw = arr.reshape(-1).view(np.uint8).data
         step = self.spec.chunk_bytes
         chunks = [raw[i : i + step] for i in range(0, len(raw), step)]
         header = {
@@ -429,8 +429,6 @@ class RedisIndexReader:
                     {self.stream: self.last_id}, count=10_000, block=block if block > 0 else None
                 )
             entries = _stream_entries(resp)
-            from simferry.transports.index import unpack
-
             if entries or block <= 0 or time.monotonic() >= deadline:
                 found: list[Published] = []
                 for entry_id, fields in entries:
@@ -520,9 +518,7 @@ class RedisConfig(TransportConfig):
             raise ValueError(
                 "expected redis://[:password@]host:port/db, rediss://... or unix:///path"
             )
-        if redis is not None:
-            from redis.connection import parse_url
-
+        if HAVE_REDIS:
             parse_url(url)  # its ValueError says what is wrong (a bad port, db, ...)
         return url
 
@@ -531,7 +527,7 @@ class RedisConfig(TransportConfig):
         return None if url is None else strip_password(url)
 
     def unavailable_reason(self) -> str | None:
-        if redis is None:
+        if not HAVE_REDIS:
             return "redis-py is not installed; run pip install 'simferry[redis]'."
         if self.redis_url is None and shutil.which("redis-server") is None:
             return (
@@ -543,8 +539,6 @@ class RedisConfig(TransportConfig):
     # -- an existing server -----------------------------------------------------------
     def _external_spec(self, namespace: str) -> RedisSpec:
         assert self.redis_url is not None
-        from redis.connection import parse_url
-
         password = parse_url(self.redis_url).get("password") or os.environ.get(AUTH_ENV)
         url = strip_password(self.redis_url)
         return RedisSpec(
@@ -556,8 +550,6 @@ class RedisConfig(TransportConfig):
         )
 
     def _check_external(self, ctx: RunContext) -> None:
-        from simferry.transports.redis_server import make_client
-
         if self.redis_bind is not None or self.redis_maxmemory is not None:
             raise UsageError(
                 "--redis-bind and --redis-maxmemory apply only to a redis-server simferry "
@@ -599,8 +591,6 @@ class RedisConfig(TransportConfig):
 
     def listen(self, ctx: RunContext) -> tuple[str | None, str | None]:
         """(address to bind, address workers connect to); ``None`` for a Unix socket."""
-        from simferry.transports.redis_server import can_bind
-
         if self.redis_bind is None:
             if ctx.nodes <= 1:
                 return None, None
@@ -657,8 +647,6 @@ class RedisConfig(TransportConfig):
         namespace = f"simferry:{ctx.run_id}:"
         if self.redis_url is not None:
             return RedisTransport(self._external_spec(namespace), owner=True)
-        from simferry.transports.redis_server import MAX_SOCKET_PATH, RedisServer
-
         bind, host = self.listen(ctx)
         directory = (ctx.run_dir / "redis").resolve()
         if bind is None and len(str(directory / "redis.sock")) > MAX_SOCKET_PATH:

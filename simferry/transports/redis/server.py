@@ -17,11 +17,8 @@ session, where leak checks look), is told by the kernel to exit if its parent di
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,26 +28,13 @@ from pathlib import Path
 
 import redis
 
+from simferry.transports.common import die_with_parent, free_port, make_client
 from simferry.transports.exceptions import TransportError
 
 #: Longest Unix socket path the kernel accepts (sun_path is 108 bytes with the NUL).
 MAX_SOCKET_PATH = 107
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the process that started it dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` right now (the server may still lose a race; we retry)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -152,7 +136,7 @@ class RedisServer:
                 umask=0o077,  # its log and socket are private whatever our caller's umask
                 # The death signal follows the *thread* that forked: only ask for it from
                 # the main thread, which lives as long as the run.
-                preexec_fn=_die_with_parent if on_main and sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if on_main and sys.platform == "linux" else None,
             )
         except OSError as exc:
             self.conf_path.unlink(missing_ok=True)
@@ -235,38 +219,3 @@ class RedisServer:
 
 class _PortTaken(Exception):
     """The chosen port was taken between probing and the server binding it."""
-
-
-def make_client(
-    url: str, password: str | None, socket_timeout: float = 60.0, retries: int = 0
-) -> redis.Redis:
-    """A redis-py client with bounded waits: a dead server fails in seconds, not minutes.
-
-    The socket timeout bounds one read, not a whole transfer, so large arrays are fine;
-    retries (short backoff) ride out a momentary refusal, never a dead server for long.
-    """
-    from redis.backoff import ExponentialBackoff
-    from redis.connection import Encoder, PythonRespSerializer
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url,
-        password=password,
-        # redis-py's hiredis packer copies every value twice; its Python packer sends
-        # large values straight from the array's memory (measured: puts ~2x faster).
-        command_packer=PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode),
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout, 10.0),
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-    )
-
-
-def can_bind(host: str) -> str | None:
-    """Why a server could not listen on ``host`` here (an ``OSError`` text), else ``None``."""
-    try:
-        free_port(host)
-    except OSError as exc:
-        if exc.errno == errno.EADDRNOTAVAIL:
-            return "it is not an address of this host"
-        return exc.strerror or str(exc)
-    return None
