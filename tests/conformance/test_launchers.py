@@ -137,18 +137,37 @@ class Watch:
 # -- fixtures -------------------------------------------------------------------------
 
 
-@pytest.fixture(params=NAMES)
-def started(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[str, Launcher, Watch]]:
-    """A started launcher for two simulations and one trainer, and what watches it."""
-    name = request.param
+def config(name: str) -> Any:
+    """The launcher's default config, or a skip saying why it cannot run here."""
     if name == "dragon" and not dragon.in_runtime():
         pytest.skip("Dragon pools exist only inside a Dragon runtime (test_inside_dragon.py)")
     cfg = plugins.launcher_config_class(name)()
     reason = cfg.unavailable_reason()
     if reason:
         pytest.skip(reason)
+    return cfg
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Launcher]]:
+    """One launcher per backend for the tests that leave it as they found it (a runtime
+    takes seconds to start, much more on a busy machine)."""
+    cfg = config(request.param)
+    launcher = cfg.start(2, 1, tmp_path_factory.mktemp("run"))
+    try:
+        yield request.param, launcher
+    finally:
+        launcher.shutdown(cancel=True)
+
+
+@pytest.fixture(params=NAMES)
+def started(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Launcher, Watch]]:
+    """A launcher of its own for a test that kills or stops it, and what watches it."""
+    cfg = config(request.param)
     mark = uuid.uuid4().hex
     monkeypatch.setenv(MARK, mark)
     watch = Watch(mark)
@@ -156,7 +175,7 @@ def started(
     run_dir.mkdir()
     launcher = cfg.start(2, 1, run_dir)
     try:
-        yield name, launcher, watch
+        yield request.param, launcher, watch
     finally:
         launcher.shutdown(cancel=True)  # a no-op once a test shut it down itself
         watch.stop()
@@ -172,8 +191,8 @@ def assert_nothing_left(watch: Watch) -> None:
 # -- the basic interface --------------------------------------------------------------
 
 
-def test_submit_runs_in_worker_processes_of_both_roles(started: Any) -> None:
-    _, launcher, _ = started
+def test_submit_runs_in_worker_processes_of_both_roles(shared: Any) -> None:
+    _, launcher = shared
     assert isinstance(launcher.sim_workers, int) and launcher.sim_workers >= 1
     assert launcher.trainers == 1 and launcher.nodes == 1 and launcher.startup_s >= 0
     sim = launcher.submit("sim", worker_pid)
@@ -183,14 +202,14 @@ def test_submit_runs_in_worker_processes_of_both_roles(started: Any) -> None:
     assert train.result(WAIT_S) == 49
 
 
-def test_map_returns_every_result_to_its_own_future(started: Any) -> None:
-    _, launcher, _ = started
+def test_map_returns_every_result_to_its_own_future(shared: Any) -> None:
+    _, launcher = shared
     futures = [launcher.submit("sim", square, i) for i in range(24)]
     assert [f.result(WAIT_S) for f in futures] == [i * i for i in range(24)]
 
 
-def test_a_task_that_raises_fails_only_its_own_future(started: Any) -> None:
-    _, launcher, _ = started
+def test_a_task_that_raises_fails_only_its_own_future(shared: Any) -> None:
+    _, launcher = shared
     bad = launcher.submit("sim", fail, "the task's own error")
     good = launcher.submit("sim", square, 3)
     with pytest.raises(ValueError, match="the task's own error"):
