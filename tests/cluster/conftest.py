@@ -1,4 +1,4 @@
-"""The emulated Slurm cluster, brought up once per session, and what every cluster test checks.
+"""The emulated Slurm cluster, brought up once for these tests, and what every cluster test checks.
 
 Every test here is marked ``cluster``. Without root or the Slurm/munge packages they skip
 with that reason. After each test, every node must be back to what the cluster itself
@@ -39,8 +39,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
+    """The cluster, up while this package's tests run and down before any other test.
+
+    Its namespace holders (one per node, login included) are this process's children:
+    a session-wide cluster would still hold them when later tests count the children a
+    run left behind (the soak test found these three).
+    """
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
