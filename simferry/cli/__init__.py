@@ -18,12 +18,12 @@ from types import ModuleType
 from simferry import __version__
 from simferry.cli.common import Parser
 from simferry.cli.compare import register as register_compare
+from simferry.cli.ddict_demo import add_demo_flags, cmd_ddict_demo
 from simferry.cli.doctor import register as register_doctor
 from simferry.cli.report import register as register_report
 from simferry.cli.run import register as register_run
 from simferry.cli.submit import register as register_submit
 from simferry.cli.sweep import register as register_sweep
-from simferry.ddict_demo import add_demo_flags, cmd_ddict_demo
 from simferry.errors import Interrupted, SimferryError
 
 shtab: ModuleType | None

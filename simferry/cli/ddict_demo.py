@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from simferry.errors import UsageError
 from simferry.launchers.dragon import (
     in_runtime,
     missing_reason,
@@ -25,8 +26,8 @@ from simferry.launchers.dragon import (
     split_dragon_args,
 )
 from simferry.transports.exceptions import TransportUnavailableError
+from simferry.units import MIB
 
-MIB = 2**20
 GREETING = "Hello "
 
 
@@ -52,8 +53,6 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ddict_demo(args: argparse.Namespace) -> int:
-    from simferry.errors import UsageError
-
     if not 1 <= args.workers <= 256 or not 1 <= args.managers_per_node <= 64:
         raise UsageError("--workers must be 1-256 and --managers-per-node 1-64.")
     if not 0 < args.array_mib <= 1024 or not 1 <= args.repeats <= 10_000:
@@ -73,6 +72,7 @@ def cmd_ddict_demo(args: argparse.Namespace) -> int:
 
 def toy_function(descriptor: str, worker: int, nbytes: int) -> dict[str, Any]:
     """What each worker does: attach, read the greeting, write its own, store an array."""
+    # Dragon is optional and importable only inside its runtime, where this runs.
     from dragon.data.ddict import DDict
 
     t0 = time.perf_counter()
@@ -105,6 +105,7 @@ def timed(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def demo(workers: int, managers_per_node: int, nbytes: int, repeats: int) -> None:
+    # Dragon is optional and importable only inside its runtime, where this runs.
     from dragon.data.ddict import DDict
     from dragon.native.machine import Node, System
     from dragon.native.pool import Pool
