@@ -26,7 +26,7 @@ from simferry.launchers.dragon import (
     split_dragon_args,
 )
 from simferry.transports.exceptions import TransportUnavailableError
-from simferry.units import MIB
+from simferry.units import GB, MIB
 
 GREETING = "Hello "
 
@@ -192,5 +192,5 @@ def show_timings(dd: Any, results: list[dict[str, Any]], nbytes: int, repeats: i
     rows += [("attach (in a worker)", attach, 0), ("put array (in a worker)", worker_put, nbytes)]
     print(f"operation                     median of {repeats}     rate")
     for name, seconds, moved in rows:
-        rate = f"{moved / seconds / 1e9:6.2f} GB/s" if moved else ""
+        rate = f"{moved / seconds / GB:6.2f} GB/s" if moved else ""
         print(f"{name:28}  {seconds * 1e3:9.3f} ms  {rate}")
