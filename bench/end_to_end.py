@@ -132,7 +132,7 @@ def variant_options(transport: str) -> dict[str, str]:
 
     name, _, variant = transport.partition(":")
     tcls = plugins.transports().get(name)
-    for options in getattr(tcls, "compare_variants", ()):
+    for options in tcls.compare_variants:
         if variant and variant in options.values():
             return dict(options)
     return {}

@@ -98,7 +98,7 @@ def config_of(label: str) -> TransportConfig:
     """A transport's config from ``name`` or ``name:variant`` (e.g. ``adios2:sst``)."""
     name, _, variant = label.partition(":")
     cls = plugins.transport_config_class(name)
-    for options in getattr(cls, "compare_variants", ()):
+    for options in cls.compare_variants:
         if variant in options.values():
             return cls(name=name, **options)
     return cls(name=name)

@@ -120,9 +120,9 @@ def test_compare_repeats_each_transport_and_takes_a_config(
 def test_a_sweep_starts_every_point_from_its_config(tmp_path: Path) -> None:
     import tomli_w
 
+    from simferry.cli.sweep import grid, run_options
     from simferry.config import build
     from simferry.records import drop_none
-    from simferry.sweep import grid, run_options
 
     cfg = build(
         {"num_sims": 3, "grid_size": 24, "step_seconds": 0}, {"name": "local"}, {"name": "shm"}

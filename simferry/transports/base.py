@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -110,6 +110,9 @@ class TransportConfig(BaseModel):
     io_note: ClassVar[str] = ""
     #: Launchers this transport works with; ``None`` means all of them.
     launchers: ClassVar[tuple[str, ...] | None] = None
+    #: Option sets that ``compare``, ``sweep`` and ``doctor`` treat as separate rows (a
+    #: connector, an engine); empty when the transport is one row.
+    compare_variants: ClassVar[tuple[dict[str, Any], ...]] = ()
 
     def describe(self) -> str:
         """The table label of this configuration (a variant may name its connector)."""

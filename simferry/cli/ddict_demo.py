@@ -18,15 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from simferry.launchers.dragon import (
-    in_runtime,
-    missing_reason,
-    run_under_dragon,
-    split_dragon_args,
-)
+from simferry.errors import UsageError
+from simferry.launchers.dragon import run_under_dragon, split_dragon_args
+from simferry.launchers.dragon_runtime import in_runtime, missing_reason
 from simferry.transports.exceptions import TransportUnavailableError
+from simferry.units import GB, MIB
 
-MIB = 2**20
 GREETING = "Hello "
 
 
@@ -52,8 +49,6 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ddict_demo(args: argparse.Namespace) -> int:
-    from simferry.errors import UsageError
-
     if not 1 <= args.workers <= 256 or not 1 <= args.managers_per_node <= 64:
         raise UsageError("--workers must be 1-256 and --managers-per-node 1-64.")
     if not 0 < args.array_mib <= 1024 or not 1 <= args.repeats <= 10_000:
@@ -73,6 +68,7 @@ def cmd_ddict_demo(args: argparse.Namespace) -> int:
 
 def toy_function(descriptor: str, worker: int, nbytes: int) -> dict[str, Any]:
     """What each worker does: attach, read the greeting, write its own, store an array."""
+    # Dragon is optional and importable only inside its runtime, where this runs.
     from dragon.data.ddict import DDict
 
     t0 = time.perf_counter()
@@ -105,6 +101,7 @@ def timed(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def demo(workers: int, managers_per_node: int, nbytes: int, repeats: int) -> None:
+    # Dragon is optional and importable only inside its runtime, where this runs.
     from dragon.data.ddict import DDict
     from dragon.native.machine import Node, System
     from dragon.native.pool import Pool
@@ -191,5 +188,5 @@ def show_timings(dd: Any, results: list[dict[str, Any]], nbytes: int, repeats: i
     rows += [("attach (in a worker)", attach, 0), ("put array (in a worker)", worker_put, nbytes)]
     print(f"operation                     median of {repeats}     rate")
     for name, seconds, moved in rows:
-        rate = f"{moved / seconds / 1e9:6.2f} GB/s" if moved else ""
+        rate = f"{moved / seconds / GB:6.2f} GB/s" if moved else ""
         print(f"{name:28}  {seconds * 1e3:9.3f} ms  {rate}")

@@ -1,12 +1,8 @@
-"""PBS and Slurm job scripts that run simferry inside one allocation (``simferry submit``).
+"""``simferry submit``: a PBS or Slurm job script for run, compare or sweep; submit it.
 
-Like the reference's multi-node submit script: the scheduler header, the environment
-activated, a short warm-up run (imports, file-system caches and Parsl's first start are
-paid there, not in the measured run), then the ``run`` or ``compare`` asked for -- with
-``--launcher parsl --provider pbs|slurm`` unless the arguments say otherwise. Inside the
-job the Parsl launcher reads the allocation (``PBS_NODEFILE``, ``SLURM_*``) and starts
-its worker pools on those nodes, so nothing else is queued. The script and everything the
-job writes go to a new directory under ``runs/``.
+The script itself is ``launchers.batch``'s; this module checks the flags and the command
+the job will run -- what the job would only refuse in the queue, hours later, is refused
+now -- writes the script to a new directory under ``runs/`` and hands it to the scheduler.
 """
 
 from __future__ import annotations
@@ -14,24 +10,32 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
+from simferry import plugins
+from simferry.cli.common import Parser, Subparsers, config_from_args
+from simferry.cli.compare import register as register_compare
+from simferry.cli.run import register as register_run
+from simferry.cli.sweep import grid, run_options
+from simferry.cli.sweep import register as register_sweep
+from simferry.engine.sweep import point_config
 from simferry.errors import RunFailure, UsageError
+from simferry.launchers.batch import (
+    SCRIPT_NAME,
+    SUBMIT_COMMAND,
+    JobRequest,
+    Scheduler,
+    job_command,
+    job_script,
+)
 from simferry.launchers.parsl import WALLTIME
+from simferry.records import make_run_dir
 
-Scheduler = Literal["pbs", "slurm"]
-SUBMIT_COMMAND = {"pbs": "qsub", "slurm": "sbatch"}
-SCRIPT_NAME = {"pbs": "job.pbs", "slurm": "job.sbatch"}
 #: Queue, account and job names go into directive lines: keep them one plain word.
 NAME = re.compile(r"^[\w.@:+-]+$")
-WARMUP = ["--num-sims", "2", "--grid-size", "32", "--step-seconds", "0", "--quiet"]
 #: A PBS resource value (select chunks, place, filesystems): no spaces or shell syntax.
 RESOURCE = re.compile(r"^[\w.:=+,@/-]+$")
 #: What ``--site NAME`` fills in where the flag is not given. Polaris (ALCF): whole nodes
@@ -47,161 +51,6 @@ SITES: dict[str, dict[str, object]] = {
         "setup": ["module use /soft/modulefiles", "module load conda"],
     },
 }
-
-
-@dataclass
-class JobRequest:
-    """Everything a job script is made of; validated by ``request_from_args``."""
-
-    scheduler: Scheduler
-    nodes: int
-    walltime: str
-    #: The simferry arguments to run, starting with ``run`` or ``compare``.
-    command: list[str]
-    job_dir: Path
-    workdir: Path
-    queue: str | None = None
-    account: str | None = None
-    job_name: str = "simferry"
-    #: Extra scheduler directives, without the ``#PBS``/``#SBATCH`` prefix.
-    directives: list[str] = field(default_factory=list)
-    #: Shell lines run before the environment is activated (``module load ...``).
-    setup: list[str] = field(default_factory=list)
-    venv: Path | None = None
-    #: A conda environment to activate instead of a venv (``CONDA_PREFIX``).
-    conda: Path | None = None
-    warmup: bool = True
-    #: PBS: the resources of each chunk after its count (``ngpus=4:system=polaris``).
-    select: str | None = None
-    #: PBS: how chunks are placed on hosts (``scatter``).
-    place: str | None = None
-    #: PBS: the file systems the job uses (``home:eagle``); some sites require it.
-    filesystems: str | None = None
-    #: PBS ``-k``: output streams written straight to their final file as the job runs.
-    keep: str | None = "doe"
-
-
-def header(req: JobRequest) -> list[str]:
-    if req.scheduler == "pbs":
-        chunk = f"{req.nodes}:{req.select}" if req.select else str(req.nodes)
-        lines = [
-            f"#PBS -N {req.job_name}",
-            f"#PBS -l select={chunk}",
-            f"#PBS -l walltime={req.walltime}",
-        ]
-        lines += [f"#PBS -l place={req.place}"] if req.place else []
-        lines += [f"#PBS -l filesystems={req.filesystems}"] if req.filesystems else []
-        lines += [f"#PBS -q {req.queue}"] if req.queue else []
-        lines += [f"#PBS -A {req.account}"] if req.account else []
-        lines += [f"#PBS -k {req.keep}"] if req.keep else []
-        lines += [f"#PBS {d}" for d in req.directives]
-        return [*lines, "#PBS -j oe", f"#PBS -o {req.job_dir / 'job.out'}"]
-    lines = [
-        f"#SBATCH --job-name={req.job_name}",
-        f"#SBATCH --nodes={req.nodes}",
-        f"#SBATCH --time={req.walltime}",
-    ]
-    lines += [f"#SBATCH --partition={req.queue}"] if req.queue else []
-    lines += [f"#SBATCH --account={req.account}"] if req.account else []
-    lines += [f"#SBATCH {d}" for d in req.directives]
-    return [*lines, f"#SBATCH --output={req.job_dir / 'job-%j.out'}"]
-
-
-def given(args: list[str], flag: str) -> list[str]:
-    """``flag`` and its value as written in ``args`` (``--flag V`` or ``--flag=V``)."""
-    for i, arg in enumerate(args):
-        if arg == flag:
-            return args[i : i + 2]
-        if arg.startswith(flag + "="):
-            return [arg]
-    return []
-
-
-def value(args: list[str], flag: str) -> str | None:
-    """The value ``flag`` has in ``args``, or None when it is not given."""
-    found = given(args, flag)
-    if not found:
-        return None
-    return found[0].split("=", 1)[1] if "=" in found[0] else (found[1:] or [""])[0]
-
-
-def job_command(command: list[str], scheduler: Scheduler, nodes: int) -> list[str]:
-    """The simferry command as the job runs it: launcher, provider and node count filled in.
-
-    Inside a job the Parsl launcher needs the scheduler's provider to start its pools on
-    the allocation's nodes (with the local one every task would run on the first node),
-    and ``--nodes`` given once to ``submit`` is the node count of the run inside it.
-    ``sweep`` takes ``--launchers`` (a list) where the others take ``--launcher``.
-    """
-    sub, rest = command[0], command[1:]
-    flag = "--launchers" if sub == "sweep" else "--launcher"
-    extra: list[str] = []
-    chosen = value(rest, flag)
-    if chosen is None:
-        chosen = "parsl"
-        extra += [flag, chosen]
-    if "parsl" in chosen.split(","):
-        if value(rest, "--provider") is None:
-            extra += ["--provider", scheduler]
-        if value(rest, "--nodes") is None:
-            extra += ["--nodes", str(nodes)]
-    return [sub, *rest, *extra]
-
-
-def warmup_command(main: list[str], job_dir: Path) -> list[str]:
-    """A tiny filesystem run with the first launcher of ``main``: its start-up is paid here."""
-    rest = main[1:]
-    launcher = (value(rest, "--launchers") or value(rest, "--launcher") or "parsl").split(",")[0]
-    warm = ["run", "--launcher", launcher]
-    if launcher == "parsl":
-        warm += ["--provider", value(rest, "--provider") or "local"]
-        nodes = value(rest, "--nodes")
-        if nodes:
-            warm += ["--nodes", nodes.split(",")[-1]]
-    return [*warm, "--transport", "filesystem", *WARMUP, "--runs-dir", str(job_dir / "warmup")]
-
-
-def job_script(req: JobRequest) -> str:
-    """The job script's text: header, environment, warm-up, then the requested run."""
-    env = req.venv or req.conda
-    python = str(env / "bin" / "python") if env else sys.executable
-    simferry = f"{shlex.quote(python)} -m simferry"
-    main = job_command(req.command, req.scheduler, req.nodes)
-    if not given(main[1:], "--runs-dir") and not given(main[1:], "--out"):
-        main += ["--runs-dir", str(req.job_dir)]
-    lines = [
-        "#!/bin/bash -l",
-        *header(req),
-        "",
-        f"# Written by `simferry submit` at {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.",
-        "set -eo pipefail",
-        f"cd {shlex.quote(str(req.workdir))}",
-        *req.setup,
-    ]
-    if req.venv:
-        lines.append(f"source {shlex.quote(str(req.venv / 'bin' / 'activate'))}")
-    elif req.conda:
-        lines += conda_activation(req.conda)
-    if req.warmup:
-        lines += [
-            "",
-            "# Warm-up: imports, file caches and the launcher's first start, not measured.",
-            f"{simferry} {shlex.join(warmup_command(main, req.job_dir))} "
-            "|| echo 'simferry: warm-up run failed' >&2",
-        ]
-    lines += ["", f"{simferry} {shlex.join(main)}", ""]
-    return "\n".join(lines)
-
-
-def conda_activation(prefix: Path) -> list[str]:
-    """Shell lines that activate a conda environment in a batch job's plain shell."""
-    return [
-        "command -v conda >/dev/null 2>&1 || { echo 'simferry: conda is not on PATH in "
-        'the job; add the line that provides it, e.g. --setup "module load conda"\' >&2; '
-        "exit 1; }",
-        'eval "$(conda shell.bash hook)"',
-        f"conda activate {shlex.quote(str(prefix))}",
-    ]
 
 
 def environment(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
@@ -272,23 +121,27 @@ def pbs_resources(args: argparse.Namespace) -> None:
             )
 
 
+def job_parser() -> Parser:
+    """The parser of the commands a job may run, to check them as ``simferry`` would."""
+    parser = Parser(prog="simferry")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for register in (register_run, register_compare, register_sweep):
+        register(sub)
+    return parser
+
+
 def _check_command(command: list[str], scheduler: Scheduler, nodes: int) -> None:
     """Refuse now what the job would only refuse in the queue, hours later.
 
     What is checked is the command as the job will run it (``job_command``): with its
     launcher, provider and node count, so ``-- run --nodes 4`` is checked as a Parsl run.
     """
-    from simferry.cli import config_from_args, make_parser
-    from simferry.plugins import transport_config_class, transports
-    from simferry.sweep import grid, point_config, run_options
-
     if not command or command[0] not in ("run", "compare", "sweep"):
         raise UsageError(
             "Give the simferry command to run after --, e.g. "
             "'simferry submit --scheduler pbs --nodes 2 -- run --num-sims 64'."
         )
-    final = job_command(command, scheduler, nodes)
-    ns = make_parser().parse_args(final)
+    ns = job_parser().parse_args(job_command(command, scheduler, nodes))
     if command[0] == "sweep":
         points = grid(ns)
         options = run_options(ns, points)
@@ -298,11 +151,11 @@ def _check_command(command: list[str], scheduler: Scheduler, nodes: int) -> None
     elif command[0] == "run":
         counts = {config_from_args(ns).launcher.node_count()}
     else:
-        names = [n.strip() for n in (ns.transports or ",".join(transports())).split(",")]
-        launcher = getattr(ns, "launcher", "local")
+        names = [n.strip() for n in (ns.transports or ",".join(plugins.transports())).split(",")]
+        launcher = vars(ns).get("launcher", "local")
         counts = set()
         for name in filter(None, names):
-            allowed = transport_config_class(name).launchers
+            allowed = plugins.transport_config_class(name).launchers
             if allowed is None or launcher in allowed:  # others are skipped rows in the job
                 counts.add(config_from_args(ns, transport=name).launcher.node_count())
     if max(counts, default=1) > nodes:
@@ -356,10 +209,14 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
     )
 
 
-def submit_command(args: argparse.Namespace) -> int:
-    """``simferry submit``: write the job script; print it (--dry-run) or submit it."""
-    from simferry.records import make_run_dir
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("submit", help="write a PBS/Slurm job script for run/compare; submit it")
+    add_submit_flags(p)
+    p.set_defaults(func=cmd_submit)
 
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Write the job script; print it (--dry-run) or submit it."""
     req = request_from_args(args)
     named = req.filesystems or any("filesystems=" in d for d in req.directives)
     if req.scheduler == "pbs" and not named:
@@ -433,6 +290,11 @@ def add_submit_flags(p: argparse.ArgumentParser) -> None:
         help="'-k': streams written straight to job.out while the job runs; n for none "
         "(default: doe)",
     )
+    add_job_flags(p)
+
+
+def add_job_flags(p: argparse.ArgumentParser) -> None:
+    """What every job asks of its scheduler, and where its script and results go."""
     p.add_argument("--nodes", type=int, default=1, help="nodes to request (default: 1)")
     p.add_argument("--walltime", default="01:00:00", help="HH:MM:SS (default: 01:00:00)")
     p.add_argument("--queue", help="PBS queue / Slurm partition")

@@ -1,0 +1,1 @@
+"""Running work: a run's lifecycle and the grids of runs a sweep is made of."""
