@@ -137,8 +137,8 @@ def bare_run(num_sims: int, grid: int, step_s: float) -> dict[str, float]:
     from dragon.native.machine import System, current
     from dragon.native.pool import Pool
 
+    from simferry.records import dataset_bytes
     from simferry.transports.ddict import manager_bytes
-    from simferry.workload.simulation import dataset_bytes
 
     t_start = time.perf_counter()
     from dragon.data.ddict import DDict

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from simferry import plugins
 from simferry.errors import UsageError
 from simferry.launchers.base import LauncherConfig
+from simferry.records import STEPS, dataset_bytes
 from simferry.transports.base import TransportConfig
-from simferry.workload.simulation import STEPS, dataset_bytes
 
 # Beyond these the data could not be held by one trainer on any node we target; the
 # precise memory and space checks happen before the run against the real machine.
@@ -25,7 +25,7 @@ MAX_SIMS = 1_000_000
 
 
 class WorkloadConfig(BaseModel):
-    """The reference workflow's parameters (DESIGN.md §1)."""
+    """The reference workflow's parameters, the same for every transport and launcher."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from simferry.launchers.base import LauncherConfig
     from simferry.transports.base import TransportConfig
 
-T = TypeVar("T", bound=type)
+TransportT = TypeVar("TransportT", bound="type[TransportConfig]")
+LauncherT = TypeVar("LauncherT", bound="type[LauncherConfig]")
 
 _TRANSPORTS: dict[str, type[TransportConfig]] = {}
 _LAUNCHERS: dict[str, type[LauncherConfig]] = {}
@@ -38,17 +39,17 @@ LAUNCHER_MODULES = [
 _loaded = False
 
 
-def _plugin_name(cls: type) -> str:
-    return str(cls.model_fields["name"].default)  # type: ignore[attr-defined]
+def _plugin_name(cls: type[TransportConfig] | type[LauncherConfig]) -> str:
+    return str(cls.model_fields["name"].default)
 
 
-def register_transport(cls: T) -> T:
+def register_transport(cls: TransportT) -> TransportT:
     """Class decorator: make a TransportConfig subclass selectable by its ``name``."""
     _TRANSPORTS[_plugin_name(cls)] = cls
     return cls
 
 
-def register_launcher(cls: T) -> T:
+def register_launcher(cls: LauncherT) -> LauncherT:
     """Class decorator: make a LauncherConfig subclass selectable by its ``name``."""
     _LAUNCHERS[_plugin_name(cls)] = cls
     return cls

@@ -34,9 +34,14 @@ IoPart = Literal["serialize", "transfer", "deserialize"]
 STEPS = 10
 
 
+def dataset_bytes(num_sims: int, grid_size: int, steps: int = STEPS) -> int:
+    """Bytes of inputs *and* targets, float64 grids (the reference reports inputs only)."""
+    return 2 * num_sims * steps * grid_size * grid_size * 8
+
+
 def data_sizes(num_sims: int, grid_size: int) -> dict[str, float]:
     """A run's data sizes as its summary records them: float64 grids, inputs and targets."""
-    inputs = num_sims * STEPS * grid_size * grid_size * 8
+    inputs = dataset_bytes(num_sims, grid_size) // 2
     return {
         "inputs_bytes": inputs,
         "inputs_gb": inputs / GB,

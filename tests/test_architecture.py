@@ -51,7 +51,10 @@ MAX_FUNCTION_LINES = 60
 BASE = {"errors", "units", "config", "plugins", "records"}
 INTERFACES = {"transports.base", "transports.exceptions", "launchers.base"}
 PLUGIN_PACKAGES = {"transports", "launchers"}
-SHARED = {"base", "common", "exceptions"}
+#: Modules every backend of a package may use: its interface, its helpers, and the two
+#: formats several backends share (the streaming index; the one-file-per-array store that
+#: filesystem and shm both are).
+SHARED = {"base", "common", "exceptions", "index", "filestore"}
 PEERS = {"transports", "launchers", "workload"}
 #: layer -> the layers it may import (besides itself and the base layer).
 ALLOWED: dict[str, set[str]] = {

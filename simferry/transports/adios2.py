@@ -93,9 +93,9 @@ def _import_bindings() -> Any:
     """
     hidden = {m: sys.modules.get(m) for m in ("torch", "cupy") if m not in sys.modules}
     for name in hidden:
-        # typeshed types sys.modules without None, the documented way to block an import:
-        # "import torch" then raises ImportError.
-        sys.modules[name] = None  # type: ignore[assignment]  # typeshed gap (see above)
+        # None is the documented way to block an import ("import torch" then raises
+        # ImportError); typeshed types sys.modules without it, hence the cast.
+        cast(dict[str, Any], sys.modules)[name] = None
     try:
         import adios2.bindings
 

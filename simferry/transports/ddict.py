@@ -37,12 +37,12 @@ from pydantic import ByteSize, Field
 from simferry.errors import UsageError
 from simferry.launchers.dragon_runtime import how_it_ended, missing_reason, require_runtime
 from simferry.plugins import register_transport
+from simferry.records import STEPS
 from simferry.transports.base import ClientSpec, Key, RunContext, SampleKey, TransportConfig
 from simferry.transports.common import gib
 from simferry.transports.exceptions import KeyNotFoundError, TransportError, TransportFullError
 from simferry.transports.index import END, Backoff, Published, unpack
 from simferry.units import MIB
-from simferry.workload.simulation import STEPS
 
 #: DDict's own minimum pool per manager (``DDICT_MIN_SIZE``).
 MIN_MANAGER_BYTES = 3 * MIB

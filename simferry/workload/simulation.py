@@ -1,4 +1,4 @@
-"""The toy 2-D circular-wave simulation of the reference workflow (DESIGN.md §1).
+"""The toy 2-D circular-wave simulation of the reference workflow, kept as the reference has it.
 
 Kept free of any I/O so every transport moves exactly the same bytes and the
 reference's numbers stay comparable.
@@ -71,8 +71,3 @@ def simulate(
 def sample_bytes(grid_size: int) -> int:
     """Bytes of one float64 array of the grid."""
     return grid_size * grid_size * 8
-
-
-def dataset_bytes(num_sims: int, grid_size: int, steps: int = STEPS) -> int:
-    """Bytes of inputs *and* targets (the reference reports inputs only: half of this)."""
-    return 2 * num_sims * steps * sample_bytes(grid_size)

@@ -20,6 +20,7 @@ from pydantic import ByteSize
 
 from simferry.errors import UsageError
 from simferry.launchers import dragon, dragon_runtime
+from simferry.records import STEPS, dataset_bytes
 from simferry.transports.base import RunContext, SampleKey, WeightsKey
 from simferry.transports.ddict import (
     FULL_THRESHOLD,
@@ -29,7 +30,6 @@ from simferry.transports.ddict import (
     placement,
 )
 from simferry.transports.exceptions import TransportFullError
-from simferry.workload.simulation import STEPS, dataset_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 in_dragon = pytest.mark.skipif(not dragon_runtime.in_runtime(), reason="runs inside Dragon only")

@@ -5,13 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from simferry.workload.simulation import (
-    STEPS,
-    dataset_bytes,
-    field,
-    periods,
-    simulate,
-)
+from simferry.records import STEPS, dataset_bytes
+from simferry.workload.simulation import field, periods, simulate
 
 
 def test_periods_match_reference() -> None:
