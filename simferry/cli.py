@@ -208,7 +208,7 @@ def config_from_args(
 
 
 def _progress(args: argparse.Namespace, label: str = "") -> Any:
-    from simferry.progress import make_progress
+    from simferry.engine.progress import make_progress
 
     return make_progress(label, quiet=silent(args))
 
@@ -224,6 +224,7 @@ def print_json(data: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from simferry.engine.run import check_run, execute
     from simferry.launchers.dragon import (
         execute_under_dragon,
         needs_runtime,
@@ -231,7 +232,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from simferry.records import read_summary
     from simferry.report import homework
-    from simferry.workflow import check_run, execute
 
     cfg = config_from_args(args)
     if needs_runtime(cfg):  # typed in a plain shell: the same run under `dragon`
@@ -259,10 +259,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from simferry.engine.run import check_run, execute, implementation
     from simferry.launchers.dragon import execute_under_dragon, needs_runtime
     from simferry.records import make_run_dir, read_summary
     from simferry.report import write_report
-    from simferry.workflow import check_run, execute, implementation
 
     console = Console(stderr=True, quiet=silent(args))  # errors and skips go to `shout`
     shout = Console(stderr=True)
@@ -485,7 +485,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         found["dragon_login_node"] = note
         lines.append(f"dragon    {note}")
     if args.clean:
-        from simferry.cleanup import clean_stale
+        from simferry.engine.cleanup import clean_stale
 
         found["removed"] = [str(p) for p in clean_stale()]
         lines += [f"removed stale {p}" for p in found["removed"]]

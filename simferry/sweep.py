@@ -412,9 +412,9 @@ class Sweep:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from simferry.engine.run import execute
     from simferry.launchers.dragon import execute_under_dragon, needs_runtime
     from simferry.report import write_report
-    from simferry.workflow import execute
 
     points = grid(args)
     options = run_options(args, points)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from simferry.tasks import SimSpec, TrainSpec, simulation_task, trainer_task
 from simferry.transports.exceptions import KeyNotFoundError
 from simferry.transports.futures import FuturesSpec
+from simferry.workload.tasks import SimSpec, TrainSpec, simulation_task, trainer_task
 
 
 def run_sims(num_sims: int, grid: int) -> tuple[list, list[bytes]]:

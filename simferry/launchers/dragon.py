@@ -425,7 +425,7 @@ def execute_under_dragon(cfg: RunConfig, progress: Any = None, parent: Path | No
     Raises as ``execute`` would (``RunFailure`` with the run's error, ``Interrupted``), so
     ``compare`` treats a Dragon row like any other.
     """
-    from simferry.progress import NullProgress
+    from simferry.engine.progress import NullProgress
     from simferry.records import read_summary
 
     if parent is not None:

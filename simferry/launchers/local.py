@@ -120,7 +120,7 @@ def tracked(
     the launcher's runtime reports dead ones: ``os.getpid`` here, Dragon's process id there.
     ``SIMFERRY_FAULT=kill-take:<token>:0`` kills the worker before its note (tests only).
     """
-    from simferry.tasks import fault_point
+    from simferry.workload.tasks import fault_point
 
     fault_point("take", token, 0)
     (notes / str(worker())).write_text(str(token))

@@ -25,11 +25,6 @@ from simferry.workload.simulation import simulate
 ManifestEntry = tuple[int, int, int]
 
 
-def ignore_sigint() -> None:
-    """Pool initializer: Ctrl-C is handled once, by the main process, which stops workers."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def fault_point(kind: str, index: int, step: int) -> None:
     """Test-only fault injection: SIGKILL this worker where ``SIMFERRY_FAULT`` says.
 

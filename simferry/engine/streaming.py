@@ -13,7 +13,7 @@ forwarded to every trainer (transports/futures.py).
 Besides the phased measures this reports ``time_to_first_step_s`` (first simulation
 submitted -> first optimizer step; trainers are started just before), ``overlap_fraction`` (optimizer steps finished before
 the last simulation ended), ``trainer_idle_s`` (mean time a trainer waited for data) and
-``last_sim_end_s``; ``wall_s`` comes from the workflow as for phased runs.
+``last_sim_end_s``; ``wall_s`` comes from the run as for phased runs.
 """
 
 from __future__ import annotations
@@ -27,11 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simferry.config import RunConfig
+from simferry.engine.progress import Progress
+from simferry.engine.results import ModeResult, PhaseResult
+from simferry.engine.retry import MAX_SPARED, Task, gather, lost_errors, stamped, task_failure
 from simferry.errors import Interrupted, RunFailure, UsageError
 from simferry.launchers.base import Launcher
-from simferry.progress import Progress
 from simferry.records import RunDir, TaskRecord
-from simferry.streaming_tasks import (
+from simferry.transports.base import Transport
+from simferry.transports.index import Indexed, Published
+from simferry.workload.online import (
     BATCH_SIZE,
     BatchResult,
     SampleId,
@@ -43,22 +47,8 @@ from simferry.streaming_tasks import (
     train_batch_task,
     warm_trainer,
 )
-from simferry.tasks import SimSpec, TrainOutcome
-from simferry.transports.base import Transport
-from simferry.transports.index import Indexed, Published
-from simferry.workflow import (
-    MAX_SPARED,
-    PhaseResult,
-    Task,
-    gather,
-    lost_errors,
-    mean_io,
-    retries_summary,
-    save_weights,
-    stamped,
-    task_failure,
-)
 from simferry.workload.simulation import STEPS
+from simferry.workload.tasks import SimSpec, TrainOutcome
 
 
 class StreamingRun:
@@ -93,7 +83,7 @@ class StreamingRun:
             SimSpec(k, w.num_sims, w.grid_size, w.step_seconds) for k in range(w.num_sims)
         ]
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> ModeResult:
         w = self.cfg.workload
         self.progress.phase("simulations", w.num_sims)
         self.progress.phase("training", self.launcher.trainers)
@@ -102,27 +92,16 @@ class StreamingRun:
             t0, sims, train, outcomes = ByValueStream(self).run()
         else:
             t0, sims, train, outcomes = self.stored()
-        expected = w.samples
-        for o in outcomes:
-            check_exactly_once(o.record.index, o.record.extra["consumed"], w.num_sims)
-            if o.verified != expected:
-                raise RunFailure(
-                    f"Trainer {o.record.index} verified {o.verified} of {expected} samples."
-                )
-        save_weights(self.transport, self.rundir.path, len(outcomes))
-        return {
-            "sim_run_s": sims.run_s,
-            "sim_io_s": mean_io(sims.records),
-            "train_run_s": train.run_s,
-            "train_io_s": mean_io(train.records),
-            "samples_expected": expected,
-            "verified_samples": {str(o.record.index): o.verified for o in outcomes},
-            "losses": {str(o.record.index): o.loss for o in outcomes},
+        extra = {
             "replay_buffer": w.replay_buffer,
             "trainer_warmup_s": warm_s,
             **stream_measures(t0, sims.records, train.records),
-            **retries_summary(sims.records + train.records, self.launcher),
         }
+
+        def exactly_once(o: TrainOutcome) -> None:
+            check_exactly_once(o.record.index, o.record.extra["consumed"], w.num_sims)
+
+        return ModeResult(sims, train, outcomes, extra, exactly_once)
 
     def warm_trainers(self) -> float:
         """Have every trainer process import torch and the optimizer before data flows.

@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 
 from simferry.records import TaskRecord
-from simferry.tasks import (
+from simferry.transports.base import ClientSpec, SampleKey, Transport, WeightsKey
+from simferry.transports.exceptions import DataIntegrityError
+from simferry.transports.index import END, Indexed, Published
+from simferry.workload.simulation import STEPS, periods, simulate
+from simferry.workload.simulation import field as wave
+from simferry.workload.tasks import (
     ManifestEntry,
     SimResult,
     SimSpec,
@@ -29,11 +34,6 @@ from simferry.tasks import (
     checksum,
     fault_point,
 )
-from simferry.transports.base import ClientSpec, SampleKey, Transport, WeightsKey
-from simferry.transports.exceptions import DataIntegrityError
-from simferry.transports.index import END, Indexed, Published
-from simferry.workload.simulation import STEPS, periods, simulate
-from simferry.workload.simulation import field as wave
 
 #: How long a trainer with nothing to do waits in one poll before checking again.
 POLL_WAIT_S = 1.0
