@@ -13,7 +13,7 @@ from simferry.engine.progress import Progress
 from simferry.engine.results import ModeResult, PhaseResult
 from simferry.engine.retry import Task, gather, stamped
 from simferry.errors import Interrupted, RunFailure
-from simferry.launchers.base import Launcher, Role
+from simferry.launchers.base import Launcher, ReleasesWorkers, Role
 from simferry.records import RunDir
 from simferry.transports.base import Transport
 from simferry.workload.tasks import (
@@ -85,9 +85,8 @@ class PhasedRun:
         outcomes: list[TrainOutcome] = []
         self.progress.phase("training", launcher.trainers)
         per_node = -(-launcher.trainers // max(1, launcher.nodes))
-        release = getattr(launcher, "release", None)  # idle simulation workers (Dragon)
-        if release is not None:
-            release("sim")
+        if isinstance(launcher, ReleasesWorkers):
+            launcher.release("sim")
         self.trainer_ready_s = wait_for_trainers(launcher)
         t0 = time.time()
         futures = {}

@@ -14,8 +14,8 @@ from typing import Any
 
 from simferry.engine.signals import raise_if_interrupted
 from simferry.errors import Interrupted, RunFailure, SimferryError
-from simferry.launchers.base import Launcher
-from simferry.transports.base import Transport
+from simferry.launchers.base import KnowsCulprit, Launcher, LosesWorkers
+from simferry.transports.base import Liveness, Transport
 
 #: Uncharged resubmissions of one task (it only queued with dying workers) before giving up.
 MAX_SPARED = 10
@@ -34,9 +34,10 @@ def lost_errors(launcher: Launcher | None) -> tuple[type[BaseException], ...]:
     """Errors meaning "the worker process died", not "the task raised".
 
     Only these are retried: a task that raised would raise again. A launcher adds its
-    runtime's own as a ``lost_errors`` attribute (e.g. Parsl's ``WorkerLost``).
+    runtime's own by declaring ``LosesWorkers`` (e.g. Parsl's ``WorkerLost``).
     """
-    return (BrokenExecutor, *getattr(launcher, "lost_errors", ()))
+    extra = launcher.lost_errors if isinstance(launcher, LosesWorkers) else ()
+    return (BrokenExecutor, *extra)
 
 
 @dataclass
@@ -75,8 +76,8 @@ def gather(
     a dead server would otherwise show only as tasks hanging until their own timeouts.
     """
     lost = lost_errors(launcher)
-    blame: Callable[[Future[Any]], bool | None] | None = getattr(launcher, "died_running", None)
-    check_alive: Callable[[], None] | None = getattr(transport, "check_alive", None)
+    blame = launcher.died_running if isinstance(launcher, KnowsCulprit) else None
+    check_alive = transport.check_alive if isinstance(transport, Liveness) else None
 
     def alive() -> None:
         assert check_alive is not None

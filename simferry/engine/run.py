@@ -28,9 +28,9 @@ from simferry.engine.results import ModeResult, mean_io
 from simferry.engine.signals import SignalGuard, signals_as_exceptions, signals_ignored
 from simferry.engine.streaming import StreamingRun
 from simferry.errors import Interrupted, RunFailure, UsageError
-from simferry.launchers.base import Launcher
+from simferry.launchers.base import Launcher, RestartsWorkers
 from simferry.records import RunDir, TaskRecord, environment, make_run_dir, utc_stamp
-from simferry.transports.base import RunContext, Transport, WeightsKey
+from simferry.transports.base import RunContext, Staging, Transport, WeightsKey
 from simferry.transports.exceptions import TransportUnavailableError
 from simferry.units import GB, GIB
 from simferry.workload.simulation import STEPS
@@ -168,7 +168,7 @@ def retries_summary(records: list[TaskRecord], launcher: Launcher) -> dict[str, 
     """Which tasks needed more than one attempt, and how many pools were rebuilt for it."""
     return {
         "retried_tasks": [f"{r.kind} {r.index}" for r in records if r.attempt > 1],
-        "worker_restarts": getattr(launcher, "restarts", 0),
+        "worker_restarts": launcher.restarts if isinstance(launcher, RestartsWorkers) else 0,
     }
 
 
@@ -220,9 +220,8 @@ def start(cfg: RunConfig, ctx: RunContext, guard: SignalGuard, held: Held) -> di
     with guard.deferred():
         held.launcher = launcher = cfg.launcher.start(w.num_sims, w.trainers, ctx.run_dir)
     measures["launcher_startup_s"] = launcher.startup_s
-    expect = getattr(transport, "expect_readers", None)
-    if expect is not None:  # a staging transport waits for every trainer
-        expect(launcher.trainers)
+    if isinstance(transport, Staging):  # its writer waits for every trainer
+        transport.expect_readers(launcher.trainers)
     measures["startup_s"] = time.perf_counter() - t0
     measures.update(
         trainers=launcher.trainers,

@@ -31,7 +31,7 @@ from simferry.engine.progress import Progress
 from simferry.engine.results import ModeResult, PhaseResult
 from simferry.engine.retry import MAX_SPARED, Task, gather, lost_errors, stamped, task_failure
 from simferry.errors import Interrupted, RunFailure, UsageError
-from simferry.launchers.base import Launcher
+from simferry.launchers.base import KnowsCulprit, Launcher
 from simferry.records import RunDir, TaskRecord
 from simferry.transports.base import Transport
 from simferry.transports.index import Indexed, Published
@@ -189,7 +189,7 @@ class ByValueStream:
         self.ended: set[int] = set()
         self.retries = run.cfg.workload.retries
         self.lost = lost_errors(run.launcher)
-        self.blame = getattr(run.launcher, "died_running", None)
+        self.blame = run.launcher.died_running if isinstance(run.launcher, KnowsCulprit) else None
 
     def launch(self, kind: str, index: int, task: Task) -> None:
         try:

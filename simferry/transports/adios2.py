@@ -274,8 +274,6 @@ META_DTYPE = np.int64
 class Adios2Transport:
     """Writers of the streams this process produces, readers of those it consumes."""
 
-    kind = "adios2"
-
     def __init__(self, spec: Adios2Spec, owner: bool = False) -> None:
         self.spec = spec
         self.root = spec.root

@@ -107,8 +107,6 @@ def translated(what: str) -> Iterator[None]:
 class DDictTransport:
     """A DDict client; ``owner`` is the process that created the dictionary."""
 
-    kind = "ddict"
-
     def __init__(
         self, dd: Any, managers: int, batch: bool, owner: bool = False, home: Path | None = None
     ) -> None:

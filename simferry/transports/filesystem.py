@@ -55,8 +55,6 @@ def gib(nbytes: float) -> str:
 class FilesystemTransport:
     """Arrays as files under ``root``; the owner removes ``root`` on close."""
 
-    kind = "filesystem"
-
     def __init__(self, root: Path, owner: bool = False, keep: bool = False) -> None:
         self.root = root
         self.owner = owner

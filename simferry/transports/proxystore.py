@@ -189,7 +189,6 @@ class ProxyStoreTransport:
 
     #: Data references ride on task results (tasks.py, streaming.py follow that path).
     by_value = True
-    kind = "proxystore"
 
     def __init__(self, spec: ProxyStoreSpec, owner: Any = None) -> None:
         self.spec = spec

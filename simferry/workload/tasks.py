@@ -17,7 +17,7 @@ import numpy as np
 import xxhash
 
 from simferry.records import TaskRecord
-from simferry.transports.base import ClientSpec, SampleKey, WeightsKey
+from simferry.transports.base import ByValue, ClientSpec, SampleKey, WeightsKey
 from simferry.transports.exceptions import DataIntegrityError
 from simferry.workload.simulation import simulate
 
@@ -93,9 +93,9 @@ def simulation_task(spec: SimSpec, client: ClientSpec) -> SimResult:
             rec.samples += 1
             fault_point("sim", spec.sim, s.step)
         payload = None
-        if getattr(transport, "by_value", False):
+        if isinstance(transport, ByValue):
             with rec.io("serialize"):
-                payload = transport.drain()  # type: ignore[attr-defined]
+                payload = transport.drain()
         return SimResult(rec.finish(), manifest, payload)
     finally:
         transport.close()
