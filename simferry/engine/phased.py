@@ -6,12 +6,14 @@ import functools
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from simferry.config import RunConfig
+from simferry.engine.handoff import arrived, carry, keep
 from simferry.engine.progress import Progress
 from simferry.engine.results import ModeResult, PhaseResult
-from simferry.engine.retry import Task, gather, stamped
+from simferry.engine.retry import Task, gather
 from simferry.errors import Interrupted, RunFailure
 from simferry.launchers.base import Launcher, ReleasesWorkers, Role
 from simferry.records import RunDir
@@ -43,7 +45,6 @@ class PhasedRun:
         self.transport = transport
         self.rundir = rundir
         self.progress = progress
-        self.by_value = cfg.transport.by_value
 
     def simulations(self) -> tuple[PhaseResult, list[ManifestEntry], list[bytes]]:
         w = self.cfg.workload
@@ -56,15 +57,15 @@ class PhasedRun:
         futures = {}
         for k in range(w.num_sims):
             spec = SimSpec(k, w.num_sims, w.grid_size, w.step_seconds)
-            task = Task(f"Simulation {k}", self.submitter("sim", simulation_task, spec, client))
+            submit = self.submitter("sim", spec, simulation_task, client, ())
+            task = Task(f"Simulation {k}", submit)
             futures[task.start()] = task
 
         def done(result: SimResult, received: float) -> None:
             rec = result.record
-            if self.by_value:
-                rec.transfer_s += max(0.0, received - rec.end)
-                assert result.payload is not None
-                payloads[rec.index] = result.payload
+            payload = arrived(result, inbound=False)
+            if payload is not None:
+                payloads[rec.index] = payload
             manifest.extend(result.manifest)
             phase.records.append(rec)
             self.rundir.record(rec)
@@ -92,18 +93,13 @@ class PhasedRun:
         futures = {}
         for i in range(launcher.trainers):
             spec = TrainSpec(i, per_node, w.grid_size, w.samples, launcher.gpus, w.seed)
-            blobs = payloads if self.by_value else None
-            # The submission time rides along: the trainer measures its hand-off from it.
-            submit = self.submitter("train", trainer_task, spec, client, manifest, blobs)
-            task = Task(f"Trainer {i}", functools.partial(stamped, submit))
+            submit = self.submitter("train", spec, trainer_task, client, payloads, manifest)
+            task = Task(f"Trainer {i}", submit)
             futures[task.start()] = task
 
         def done(outcome: TrainOutcome, received: float) -> None:
             rec = outcome.record
-            if self.by_value:
-                rec.transfer_s += max(0.0, received - rec.end)
-                assert outcome.payload is not None
-                self.transport.load(outcome.payload)  # type: ignore[attr-defined]
+            keep(self.transport, arrived(outcome, inbound=True))
             outcomes.append(outcome)
             phase.records.append(rec)
             self.rundir.record(rec)
@@ -113,9 +109,11 @@ class PhasedRun:
         phase.run_s = max(r.received for r in phase.records) - t0
         return phase, sorted(outcomes, key=lambda o: o.record.index)
 
-    def submitter(self, role: Role, fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
+    def submitter(
+        self, role: Role, spec: Any, body: Callable[..., Any], *args: Any
+    ) -> Callable[[], Future[Any]]:
         """``submit`` for a task, callable again to retry it (a re-put is idempotent)."""
-        return lambda *more: self.launcher.submit(role, fn, *args, *more)
+        return functools.partial(self.launcher.submit, role, carry, spec, body, *args)
 
     def run(self) -> ModeResult:
         sims, manifest, payloads = self.simulations()

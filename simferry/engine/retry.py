@@ -131,8 +131,3 @@ def gather(
             result.record.received = received
             result.record.attempt = task.attempt
             on_done(result, received)
-
-
-def stamped(submit: Callable[[float], Future[Any]]) -> Future[Any]:
-    """Submit with the submission time as last argument: the task measures its hand-off from it."""
-    return submit(time.time())

@@ -11,8 +11,8 @@ and trainers run as chains of one-step and one-batch tasks, and each finished st
 forwarded to every trainer (transports/futures.py).
 
 Besides the phased measures this reports ``time_to_first_step_s`` (first simulation
-submitted -> first optimizer step; trainers are started just before), ``overlap_fraction`` (optimizer steps finished before
-the last simulation ended), ``trainer_idle_s`` (mean time a trainer waited for data) and
+submitted -> first optimizer step; trainers are started just before), ``overlap_fraction`` (optimizer steps finished
+before the last simulation ended), ``trainer_idle_s`` (mean time a trainer waited for data) and
 ``last_sim_end_s``; ``wall_s`` comes from the run as for phased runs.
 """
 
@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simferry.config import RunConfig
+from simferry.engine.handoff import arrived, carry, keep
 from simferry.engine.progress import Progress
 from simferry.engine.results import ModeResult, PhaseResult
-from simferry.engine.retry import MAX_SPARED, Task, gather, lost_errors, stamped, task_failure
+from simferry.engine.retry import MAX_SPARED, Task, gather, lost_errors, task_failure
 from simferry.errors import Interrupted, RunFailure, UsageError
 from simferry.launchers.base import KnowsCulprit, Launcher
 from simferry.records import RunDir, TaskRecord
-from simferry.transports.base import Transport
+from simferry.transports.base import ByValue, Transport
 from simferry.transports.index import Indexed, Published
 from simferry.workload.online import (
     BATCH_SIZE,
@@ -67,7 +68,8 @@ class StreamingRun:
         self.transport = transport
         self.rundir = rundir
         self.progress = progress
-        self.by_value = cfg.transport.by_value
+        #: No store to index: the main process forwards each step (``ByValueStream``).
+        self.by_value = isinstance(transport, ByValue)
         if not self.by_value and not isinstance(transport, Indexed):
             raise UsageError(
                 f"The {cfg.transport.name} transport has no publication index for streaming "
@@ -128,12 +130,16 @@ class StreamingRun:
         # simulation publishes again (trainers drop ids seen); a retried trainer reads the
         # index from the start, the data being kept until the run ends.
         for tspec in self.specs:
-            retry = functools.partial(submit, "train", stream_trainer_task, tspec, client)
+            retry = functools.partial(
+                submit, "train", carry, tspec, stream_trainer_task, client, ()
+            )
             task = Task(f"Trainer {tspec.trainer}", retry)
             futures[task.start()] = task
         t0 = time.time()
         for spec in self.sim_specs:
-            retry = functools.partial(submit, "sim", stream_simulation_task, spec, client)
+            retry = functools.partial(
+                submit, "sim", carry, spec, stream_simulation_task, client, ()
+            )
             task = Task(f"Simulation {spec.sim}", retry)
             futures[task.start()] = task
         sims, train = PhaseResult(), PhaseResult()
@@ -224,7 +230,7 @@ class ByValueStream:
     def submit_step(self, sim: int, step: int) -> None:
         spec = self.run_.sim_specs[sim]
         submit = functools.partial(
-            self.run_.launcher.submit, "sim", sim_step_task, spec, step, self.client
+            self.run_.launcher.submit, "sim", carry, spec, sim_step_task, self.client, (), step
         )
         self.launch("sim", sim, Task(f"Simulation {sim} step {step}", submit))
 
@@ -250,9 +256,10 @@ class ByValueStream:
                     continue
                 rec = result.record
                 rec.submitted, rec.received, rec.attempt = task.submitted, received, task.attempt
-                rec.transfer_s += max(0.0, received - rec.end)  # hand-off back to us
+                payload = arrived(result, inbound=kind == "train")
                 if kind == "sim":
-                    self.step_done(result, sims)
+                    assert payload is not None
+                    self.step_done(result, payload, sims)
                 else:
                     outcome = self.batch_done(self.chains[index], result, received)
                     if outcome is not None:
@@ -262,11 +269,11 @@ class ByValueStream:
         finish_phases(t0, sims, train)
         return t0, sims, train, sorted(outcomes, key=lambda o: o.record.index)
 
-    def step_done(self, result: StepResult, sims: PhaseResult) -> None:
+    def step_done(self, result: StepResult, payload: bytes, sims: PhaseResult) -> None:
         e = result.entry
         self.sim_records[e.sim] = merge(self.sim_records.get(e.sim), result.record)
         for chain in self.chains:
-            chain.queue.append((e, result.payload))
+            chain.queue.append((e, payload))
         if e.step + 1 < STEPS:
             self.submit_step(e.sim, e.step + 1)
             return
@@ -287,9 +294,9 @@ class ByValueStream:
             chain.step_times.append(result.step_time)
         chain.state_s += float(result.extra["state_s"])
         chain.last = result
-        if result.payload is None:
+        if not result.final:
             return None
-        self.run_.transport.load(result.payload)  # type: ignore[attr-defined]
+        keep(self.run_.transport, result.payload)
         chain.done = True
         rec = chain.record
         rec.extra.update(
@@ -322,11 +329,10 @@ class ByValueStream:
                 chain.idle += time.time() - chain.idle_since
                 chain.idle_since = None
             submit = functools.partial(
-                self.run_.launcher.submit,
-                "train", train_batch_task, chain.spec, chain.state, batch, final, self.client,
+                self.run_.launcher.submit, "train", carry, chain.spec, train_batch_task,
+                self.client, [blob for _, blob in batch], chain.state, [e for e, _ in batch], final,
             )  # fmt: skip
-            # The submission time rides along: the task measures its hand-off from it.
-            task = Task(f"Trainer {chain.spec.trainer}", functools.partial(stamped, submit))
+            task = Task(f"Trainer {chain.spec.trainer}", submit)
             self.launch("train", chain.spec.trainer, task)
             chain.busy = True
 

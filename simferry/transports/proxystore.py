@@ -187,9 +187,6 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 class ProxyStoreTransport:
     """Proxies by key name; ``drain``/``load`` move them between tasks like futures' arrays."""
 
-    #: Data references ride on task results (tasks.py, streaming.py follow that path).
-    by_value = True
-
     def __init__(self, spec: ProxyStoreSpec, owner: Any = None) -> None:
         self.spec = spec
         #: What the owner must stop besides the store: a Redis transport or a server process.
@@ -257,6 +254,10 @@ class ProxyStoreTransport:
     def load(self, blob: bytes) -> None:
         self._proxies.update(pickle.loads(blob))
 
+    def load_s(self) -> float:
+        """Loading is timed by the caller: ``load`` unpickles a few proxies at once."""
+        return 0.0
+
     def close(self) -> None:
         """Release this client; the owner also clears the store and stops its servers."""
         self._proxies = {}
@@ -272,6 +273,8 @@ class ProxyStoreTransport:
                     store.connector.close(clear=False)
         if not owner:
             return
+        with contextlib.suppress(Exception):  # registered by a client in this process
+            unregister_store(self.spec.store.name)
         owned, self._owned = self._owned, None
         if isinstance(owned, subprocess.Popen):
             stop_process(owned)

@@ -1,9 +1,10 @@
 """The functions that run inside worker processes: one simulation, one trainer.
 
-They receive small pickleable specs and a transport ``ClientSpec`` (never a live client)
-and return their ``TaskRecord`` with whatever the workflow must see: checksums from
-producers, verification counts and losses from trainers, and -- for pass-by-value only --
-the data itself.
+They receive small pickleable specs and a client of the run's transport (which
+``engine.handoff.carry`` connects in the worker, whatever the transport is) and return
+their ``TaskRecord`` with whatever the engine must see: checksums from producers,
+verification counts and losses from trainers. ``payload`` is filled by the engine for a
+by-value transport, never by the task.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xxhash
 
 from simferry.records import TaskRecord
-from simferry.transports.base import ByValue, ClientSpec, SampleKey, WeightsKey
+from simferry.transports.base import SampleKey, Transport, WeightsKey
 from simferry.transports.exceptions import DataIntegrityError
 from simferry.workload.simulation import simulate
+
+if TYPE_CHECKING:
+    from simferry.workload.training import SampleBuffer
 
 #: (sim, step, checksum of input bytes followed by target bytes)
 ManifestEntry = tuple[int, int, int]
@@ -76,29 +80,21 @@ class SimResult:
     payload: bytes | None = None
 
 
-def simulation_task(spec: SimSpec, client: ClientSpec) -> SimResult:
+def simulation_task(transport: Transport, spec: SimSpec) -> SimResult:
     """Run one simulation, writing each step's input and target through the transport."""
     rec = TaskRecord("sim", spec.sim)
-    transport = client.connect()
-    try:
-        manifest: list[ManifestEntry] = []
-        for s in simulate(spec.sim, spec.num_sims, spec.grid_size, spec.step_seconds):
-            items = [
-                (SampleKey(s.sim, s.step, "input"), s.input),
-                (SampleKey(s.sim, s.step, "target"), s.target),
-            ]
-            with rec.io("transfer", s.input.nbytes + s.target.nbytes):
-                transport.put_many(items)
-            manifest.append((s.sim, s.step, checksum(s.input, s.target)))
-            rec.samples += 1
-            fault_point("sim", spec.sim, s.step)
-        payload = None
-        if isinstance(transport, ByValue):
-            with rec.io("serialize"):
-                payload = transport.drain()
-        return SimResult(rec.finish(), manifest, payload)
-    finally:
-        transport.close()
+    manifest: list[ManifestEntry] = []
+    for s in simulate(spec.sim, spec.num_sims, spec.grid_size, spec.step_seconds):
+        items = [
+            (SampleKey(s.sim, s.step, "input"), s.input),
+            (SampleKey(s.sim, s.step, "target"), s.target),
+        ]
+        with rec.io("transfer", s.input.nbytes + s.target.nbytes):
+            transport.put_many(items)
+        manifest.append((s.sim, s.step, checksum(s.input, s.target)))
+        rec.samples += 1
+        fault_point("sim", spec.sim, s.step)
+    return SimResult(rec.finish(), manifest)
 
 
 @dataclass(frozen=True)
@@ -131,72 +127,50 @@ def check_manifest(manifest: list[ManifestEntry], expected: int, trainer: int) -
 
 
 def trainer_task(
-    spec: TrainSpec,
-    client: ClientSpec,
-    manifest: list[ManifestEntry],
-    payloads: list[bytes] | None,
-    submitted: float,
+    transport: Transport, spec: TrainSpec, manifest: list[ManifestEntry]
 ) -> TrainOutcome:
     """Read and verify every sample, train one epoch, save the weights through the transport."""
+    # torch loads here, in the trainer's process: the main process imports this module
+    # before it forks workers, which must not inherit torch's threads.
+    from simferry.workload import model, training
+
     rec = TaskRecord("train", spec.trainer)
-    from simferry.workload import training
-    from simferry.workload.model import flatten_weights
-
-    training.set_threads(spec.trainers_here)
-    if spec.gpus:
-        import torch
-
-        # Modulo the GPUs this process sees: Parsl's available_accelerators shows each
-        # trainer worker only its own GPU.
-        torch.cuda.set_device(spec.trainer % torch.cuda.device_count())
+    training.prepare_trainer(spec.trainer, spec.trainers_here, spec.gpus)
     check_manifest(manifest, spec.expected_samples, spec.trainer)
-    transport = client.connect()
-    try:
-        if payloads is not None:
-            # Pass-by-value hand-off: from submission to this task starting with its data.
-            rec.transfer_s += max(0.0, rec.start - submitted)
-        # Pass-by-value blobs are unpickled one simulation at a time, when the manifest
-        # (sorted like them) first needs it, and each sample is dropped once in the buffer:
-        # the trainer never holds every float64 array at once, nor returns them (drain).
-        blobs = iter(payloads or ())
-        buf = training.SampleBuffer(len(manifest), spec.grid_size)
-        for row, (sim, step, expected) in enumerate(manifest):
-            keys = [SampleKey(sim, step, "input"), SampleKey(sim, step, "target")]
-            while payloads is not None and not transport.exists(keys[0]):
-                blob = next(blobs, None)
-                if blob is None:
-                    break  # get_many below names the missing sample
-                with rec.io("deserialize"):
-                    transport.load(blob)  # type: ignore[attr-defined]
-            # Reading includes landing the data in the float32 training buffer: memory-mapped
-            # transports only fault their pages in there, so this is where their IO happens.
-            with rec.io("transfer"):
-                inp, target = transport.get_many(keys)
-                buf.fill(row, inp, target)
-            rec.bytes += inp.nbytes + target.nbytes
-            if checksum(inp, target) != expected:
-                raise DataIntegrityError(
-                    f"Sample (sim {sim}, step {step}) read by trainer {spec.trainer} does not "
-                    "match the checksum its simulation recorded; the data was overwritten or "
-                    "corrupted in transit."
-                )
-            rec.samples += 1
-            fault_point("train", spec.trainer, row)
-            del inp, target
-            if payloads is not None:
-                for key in keys:
-                    transport.delete(key)
-        result = training.train_epoch(spec.trainer, buf, spec.seed)
-        del buf
-        weights = flatten_weights(result.model)
-        with rec.io("transfer", weights.nbytes):
-            transport.put(WeightsKey(spec.trainer), weights)
-        payload = None
-        if payloads is not None:
-            with rec.io("serialize"):
-                payload = transport.drain()  # type: ignore[attr-defined]
-        rec.extra["loss"] = result.loss
-        rec.extra["train_steps"] = result.steps
-        return TrainOutcome(rec.finish(), rec.samples, result.loss, result.steps, payload)
-    finally:
-        transport.close()
+    buf = training.SampleBuffer(len(manifest), spec.grid_size)
+    read_all(transport, rec, spec, manifest, buf)
+    result = training.train_epoch(spec.trainer, buf, spec.seed)
+    del buf
+    weights = model.flatten_weights(result.model)
+    with rec.io("transfer", weights.nbytes):
+        transport.put(WeightsKey(spec.trainer), weights)
+    rec.extra["loss"] = result.loss
+    rec.extra["train_steps"] = result.steps
+    return TrainOutcome(rec.finish(), rec.samples, result.loss, result.steps)
+
+
+def read_all(
+    transport: Transport,
+    rec: TaskRecord,
+    spec: TrainSpec,
+    manifest: list[ManifestEntry],
+    buf: SampleBuffer,
+) -> None:
+    """Read every sample of the manifest into the float32 buffer, checking each checksum."""
+    for row, (sim, step, expected) in enumerate(manifest):
+        keys = [SampleKey(sim, step, "input"), SampleKey(sim, step, "target")]
+        # Reading includes landing the data in the float32 training buffer: memory-mapped
+        # transports only fault their pages in there, so this is where their IO happens.
+        with rec.io("transfer"):
+            inp, target = transport.get_many(keys)
+            buf.fill(row, inp, target)
+        rec.bytes += inp.nbytes + target.nbytes
+        if checksum(inp, target) != expected:
+            raise DataIntegrityError(
+                f"Sample (sim {sim}, step {step}) read by trainer {spec.trainer} does not "
+                "match the checksum its simulation recorded; the data was overwritten or "
+                "corrupted in transit."
+            )
+        rec.samples += 1
+        fault_point("train", spec.trainer, row)
+        del inp, target

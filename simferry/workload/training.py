@@ -80,3 +80,14 @@ def set_threads(num_trainers_here: int) -> None:
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(max(1, (cores or 1) // max(1, num_trainers_here)))
+
+
+def prepare_trainer(trainer: int, trainers_here: int, gpus: int) -> None:
+    """Size torch's thread pool and pick this trainer's GPU, before it builds its model.
+
+    The GPU is taken modulo the GPUs this process sees: Parsl's available_accelerators
+    shows each trainer worker only its own GPU.
+    """
+    set_threads(trainers_here)
+    if gpus:
+        torch.cuda.set_device(trainer % torch.cuda.device_count())
