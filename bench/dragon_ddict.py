@@ -174,8 +174,8 @@ def bare_run(num_sims: int, grid: int, step_s: float) -> dict[str, float]:
 
 def simferry_run(num_sims: int, grid: int, step_s: float) -> dict[str, float]:
     from simferry.config import build
+    from simferry.engine.run import execute
     from simferry.records import read_summary
-    from simferry.workflow import execute
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build(

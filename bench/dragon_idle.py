@@ -58,8 +58,8 @@ HEADS = {
 
 
 def start_idle_runtime(code: str) -> subprocess.Popen[bytes]:
+    from simferry.launchers.common import dragon_executable
     from simferry.launchers.dragon import launch_flags
-    from simferry.launchers.dragon_runtime import dragon_executable
 
     exe = dragon_executable()
     if exe is None:

@@ -48,8 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "simferry"
 MAX_FUNCTION_LINES = 60
 
-BASE = {"errors", "units", "config", "plugins", "records"}
-INTERFACES = {"transports.base", "transports.exceptions", "launchers.base"}
+BASE = {"errors", "units", "config", "plugins", "records", "faults", "threads"}
+#: Interfaces every layer may use: the transport and launcher Protocols, their errors, and
+#: the streaming index (the record and Protocol task bodies publish and subscribe through).
+INTERFACES = {"transports.base", "transports.exceptions", "transports.index", "launchers.base"}
 PLUGIN_PACKAGES = {"transports", "launchers"}
 #: Modules every backend of a package may use: its interface, its helpers, and the two
 #: formats several backends share (the streaming index; the one-file-per-array store that

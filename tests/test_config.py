@@ -46,8 +46,8 @@ def test_the_memory_check_counts_a_streaming_trainers_buffer_not_the_dataset(
 
     import psutil
 
+    from simferry.engine.run import preflight
     from simferry.transports.base import RunContext
-    from simferry.workflow import preflight
 
     # 3.4 GB of samples on a node with 3 GiB free (2.7 usable): a phased trainer would hold
     # 1.56 GiB as float32; a streaming one its 64-sample buffer (0.5 GiB). Either adds its
@@ -70,7 +70,7 @@ def test_the_memory_check_counts_a_streaming_trainers_buffer_not_the_dataset(
 
 
 def test_the_memory_model_counts_a_trainers_working_memory_and_parsls_copies() -> None:
-    from simferry.memory import TRAINER_BYTES_PER_POINT, need_bytes
+    from simferry.engine.memory import TRAINER_BYTES_PER_POINT, need_bytes
 
     # One 4096² simulation: 2.7 GB of samples, but a trainer's activations alone take
     # 24 GiB at that grid, as the data never would.

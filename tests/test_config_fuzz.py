@@ -20,8 +20,8 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from simferry import plugins
 from simferry.config import RunConfig, build, load_config
+from simferry.engine.run import check_run
 from simferry.errors import UsageError
-from simferry.workflow import check_run
 
 # Hypothesis caches under ./.hypothesis; keep that in a directory removed at exit.
 _HOME = tempfile.TemporaryDirectory(prefix="simferry-hypothesis-")

@@ -1,7 +1,7 @@
 """Faults injected into real runs: killed workers, writers killed mid-write, full storage.
 
 Workers are killed with SIGKILL through the test-only hook ``SIMFERRY_FAULT`` (see
-``simferry.tasks.fault_point``); storage fills up on a small tmpfs mounted for the test.
+``simferry.faults.fault_point``); storage fills up on a small tmpfs mounted for the test.
 Every outcome must be "recovered" or "clean failure" (one sentence, nothing left behind),
 never lost or partial data.
 """
@@ -26,11 +26,11 @@ import torch  # noqa: F401  -- forked workers inherit it: ~1 s runs instead of ~
 
 from simferry import plugins
 from simferry.config import build
+from simferry.engine.run import execute
 from simferry.errors import RunFailure
 from simferry.records import read_records, read_summary
 from simferry.transports.base import RunContext, SampleKey, TransportConfig
 from simferry.transports.exceptions import KeyNotFoundError, TransportError
-from simferry.workflow import execute
 
 from .conformance.conftest import FACTORIES, skip_if_not_applicable
 from .helpers import only_run_dir
@@ -534,7 +534,7 @@ def test_interrupt_at_any_phase_stops_everything(
 
 def test_a_stuck_cleanup_can_still_be_abandoned_with_ctrl_c(tmp_path: Path) -> None:
     """One more Ctrl-C during cleanup is answered with a note, the next one exits."""
-    stuck = "from simferry.workflow import signals_ignored\nimport time\n" + (
+    stuck = "from simferry.engine.signals import signals_ignored\nimport time\n" + (
         "with signals_ignored():\n    print('cleaning', flush=True)\n    time.sleep(60)\n"
     )
     proc = subprocess.Popen(

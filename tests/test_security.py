@@ -15,9 +15,10 @@ import pytest
 
 from simferry import plugins
 from simferry.config import build
+from simferry.engine.retry import task_failure
+from simferry.engine.run import check_run
 from simferry.errors import UsageError
 from simferry.transports.base import RunContext, SampleKey
-from simferry.workflow import check_run, task_failure
 
 from .helpers import only_run_dir, simferry
 from .leaks import kill_session, session_processes, start_cli, wait_gone

@@ -17,8 +17,8 @@ import torch  # noqa: F401  -- forked workers inherit it: ~1 s runs
 
 from simferry import plugins
 from simferry.config import build
+from simferry.engine.run import execute
 from simferry.records import read_summary
-from simferry.workflow import execute
 
 from .leaks import our_children, shm_entries
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simferry.engine.streaming import check_exactly_once, merge, stream_measures
 from simferry.errors import RunFailure
 from simferry.records import TaskRecord
-from simferry.streaming import check_exactly_once, merge, stream_measures
-from simferry.streaming_tasks import BATCH_SIZE, Cursor, OnlineTrainer, StreamSpec
 from simferry.transports.base import RunContext
 from simferry.transports.filestore import index_path
 from simferry.transports.filesystem import FilesystemConfig
 from simferry.transports.index import END, RECORD, Indexed, Published
 from simferry.transports.shm import ShmConfig
+from simferry.workload.online import BATCH_SIZE, Cursor, OnlineTrainer, StreamSpec
 
 from .helpers import only_run_dir, records, simferry, summary
 

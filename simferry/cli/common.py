@@ -20,8 +20,8 @@ from pydantic import BaseModel, ByteSize
 
 from simferry import plugins
 from simferry.config import RunConfig, WorkloadConfig, build, load_config
+from simferry.engine.progress import Progress, make_progress
 from simferry.errors import UsageError
-from simferry.progress import Progress, make_progress
 
 #: Underscore spellings of the reference scripts' own flags, so their command lines work
 #: here unchanged; no other flag has one.

@@ -27,10 +27,10 @@ from simferry.cli.common import (
     silent,
 )
 from simferry.config import RunConfig
+from simferry.engine.run import check_run, execute, implementation
 from simferry.errors import Interrupted, SimferryError, UsageError
 from simferry.launchers.dragon import execute_under_dragon, needs_runtime
 from simferry.records import make_run_dir, read_summary
-from simferry.workflow import check_run, execute, implementation
 
 
 def register(sub: Subparsers) -> None:
@@ -149,11 +149,14 @@ def run_repeats(
     """Run ``cfg`` --repeat times into ``out``; 1 when it failed (it is not run again)."""
     console = Console(stderr=True, quiet=silent(args))
     label = implementation(cfg)
-    run = execute_under_dragon if needs_runtime(cfg) else execute
+    under_dragon = needs_runtime(cfg)
     for n in range(1, args.repeat + 1):
         console.print(f"[bold]{label}[/]" + (f", run {n}/{args.repeat}" if args.repeat > 1 else ""))
         try:
-            run_dir = run(cfg, progress(args, f"{cfg.transport.name} "), parent=out)
+            if under_dragon:  # the run under dragon draws its own progress, unless quiet
+                run_dir = execute_under_dragon(cfg, silent(args), parent=out)
+            else:
+                run_dir = execute(cfg, progress(args, f"{cfg.transport.name} "), parent=out)
             summaries.append(read_summary(run_dir))
         except Interrupted:
             raise

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from simferry.errors import UsageError
+from simferry.launchers.common import in_runtime, missing_reason
 from simferry.launchers.dragon import run_under_dragon, split_dragon_args
-from simferry.launchers.dragon_runtime import in_runtime, missing_reason
 from simferry.transports.exceptions import TransportUnavailableError
 from simferry.units import GB, MIB
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from simferry import plugins
-from simferry.cleanup import clean_stale
 from simferry.cli.common import Subparsers, print_json
+from simferry.engine.cleanup import clean_stale
 from simferry.launchers.common import cpu_count, gpu_count
 from simferry.launchers.dragon import login_node_note
 from simferry.transports.common import gib

@@ -6,9 +6,9 @@ import argparse
 
 from simferry.analysis.report import homework
 from simferry.cli.common import Subparsers, add_run_flags, config_from_args, print_json, progress
+from simferry.engine.run import check_run, execute
 from simferry.launchers.dragon import execute_under_dragon, needs_runtime, run_config_under_dragon
 from simferry.records import read_summary
-from simferry.workflow import check_run, execute
 
 
 def register(sub: Subparsers) -> None:

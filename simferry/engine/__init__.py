@@ -1,1 +1,5 @@
-"""Running work: a run's lifecycle and the grids of runs a sweep is made of."""
+"""A run's life: checks, start-up, the phased and streaming modes, retries and clean-up.
+
+``run.execute`` is the entry point and ``sweep`` runs grids of runs through it; the
+command line calls these and nothing below them calls back up.
+"""

@@ -17,11 +17,11 @@ from typing import Any, NamedTuple, Protocol
 
 from simferry import plugins
 from simferry.config import RunConfig, WorkloadConfig, build, load_config
+from simferry.engine.progress import Progress
+from simferry.engine.run import execute
 from simferry.errors import Interrupted, SimferryError
 from simferry.launchers.dragon import execute_under_dragon, needs_runtime
-from simferry.progress import Progress
 from simferry.records import read_summary, utc_stamp, write_json
-from simferry.workflow import execute
 
 
 class Point(NamedTuple):
@@ -201,7 +201,7 @@ class Sweep:
                 try:
                     if needs_runtime(cfg):  # a plain shell: this run goes under `dragon`,
                         # quiet, as its progress display would fight the sweep's
-                        run_dir = execute_under_dragon(cfg, None, parent=self.out)
+                        run_dir = execute_under_dragon(cfg, parent=self.out)
                     else:
                         run_dir = execute(cfg, progress, parent=self.out)
                 except Interrupted:

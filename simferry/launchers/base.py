@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,6 +40,54 @@ class Launcher(Protocol):
     def shutdown(self, cancel: bool = False) -> None:
         """Stop every process started; with ``cancel`` also kill running tasks (Ctrl-C)."""
         ...
+
+
+@runtime_checkable
+class LosesWorkers(Protocol):
+    """Optional: a runtime whose own errors say "the worker died" (Parsl's ``WorkerLost``).
+
+    The engine retries these besides ``BrokenExecutor``, never a task that raised.
+    """
+
+    @property
+    def lost_errors(self) -> tuple[type[BaseException], ...]: ...
+
+
+@runtime_checkable
+class KnowsCulprit(Protocol):
+    """Optional: a launcher that knows which task was running in a worker that died.
+
+    Tasks that only queued with that worker fail too; they are retried without being
+    charged an attempt.
+    """
+
+    def died_running(self, fut: Future[Any]) -> bool | None:
+        """True if ``fut``'s task ran in the dead worker, False if not, None if unknown."""
+        ...
+
+
+@runtime_checkable
+class RestartsWorkers(Protocol):
+    """Optional: a launcher that rebuilds its pool after a worker died, and counts it."""
+
+    @property
+    def restarts(self) -> int: ...
+
+
+@runtime_checkable
+class ReleasesWorkers(Protocol):
+    """Optional: a launcher whose idle workers of one role hold resources trainers need."""
+
+    def release(self, role: Role) -> None:
+        """Stop the workers of ``role``; no task of that role is submitted afterwards."""
+        ...
+
+
+@runtime_checkable
+class SimWorkersOption(Protocol):
+    """Optional: a launcher config where the user sets the size of the simulation pool."""
+
+    sim_workers: int | None
 
 
 class LauncherConfig(BaseModel):

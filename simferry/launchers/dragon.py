@@ -40,8 +40,8 @@ from pydantic import Field, field_validator
 
 from simferry.errors import Interrupted, RunFailure, UsageError
 from simferry.launchers.base import LauncherConfig, Role, WorkerLost
-from simferry.launchers.common import TaskNotes, sim_workers_field, tracked, warm_trainer
-from simferry.launchers.dragon_runtime import (
+from simferry.launchers.common import (
+    TaskNotes,
     dragon_executable,
     dragon_installed,
     dragon_puid,
@@ -49,6 +49,9 @@ from simferry.launchers.dragon_runtime import (
     in_runtime,
     missing_reason,
     require_runtime,
+    sim_workers_field,
+    tracked,
+    warm_trainer,
 )
 from simferry.plugins import register_launcher
 from simferry.records import drop_none, read_summary
@@ -374,18 +377,14 @@ def needs_runtime(cfg: RunConfig) -> bool:
     return cfg.launcher.name == "dragon" and not in_runtime()
 
 
-def execute_under_dragon(cfg: RunConfig, progress: Any = None, parent: Path | None = None) -> Path:
-    """``workflow.execute`` for a plain shell: the run happens under a new Dragon runtime.
+def execute_under_dragon(cfg: RunConfig, quiet: bool = True, parent: Path | None = None) -> Path:
+    """``engine.run.execute`` for a plain shell: the run happens under a new Dragon runtime.
 
     Raises as ``execute`` would (``RunFailure`` with the run's error, ``Interrupted``), so
     ``compare`` treats a Dragon row like any other.
     """
-    # The engine's progress display, imported where used: launchers sit below the engine.
-    from simferry.progress import NullProgress
-
     if parent is not None:
         cfg = cfg.model_copy(update={"runs_dir": parent})
-    quiet = progress is None or isinstance(progress, NullProgress)
     code, run_dir = run_config_under_dragon(cfg, quiet, echo=False)
     if code > 128 and code - 128 in (signal.SIGINT, signal.SIGTERM):
         raise Interrupted(code - 128)
@@ -411,7 +410,9 @@ def run_config_under_dragon(
         path = Path(tmp) / "config.toml"
         path.write_text(tomli_w.dumps(drop_none(cfg.dump())), encoding="utf-8")
         args = ["run", "--config", str(path)] + (["--quiet"] if quiet else [])
-        flags = split_dragon_args(getattr(cfg.launcher, "dragon_args", None))
+        flags = split_dragon_args(
+            cfg.launcher.dragon_args if isinstance(cfg.launcher, DragonConfig) else None
+        )
         code = run_under_dragon(args, None if echo else (lambda line: None), flags)
     # The child made exactly one new run directory (a failed run prints no path).
     made = sorted(set(runs.iterdir()) - before) if runs.is_dir() else []

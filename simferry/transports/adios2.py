@@ -288,8 +288,6 @@ class Adios2Transport(HeldByName):
     arrays read ahead and not handed out yet (``held``).
     """
 
-    kind = "adios2"
-
     def __init__(self, spec: Adios2Spec, owner: bool = False) -> None:
         self.spec = spec
         self.root = spec.root

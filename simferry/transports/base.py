@@ -84,6 +84,63 @@ class Transport(Protocol):
     def config(self) -> ClientSpec: ...
 
 
+@runtime_checkable
+class ByValue(Protocol):
+    """Optional: a transport with no shared store, whose data rides on task results.
+
+    What a task's client put leaves the worker with its result (``drain``), and what a
+    task must read arrives with its arguments (``load``). The engine checks for this once
+    and carries the blobs (``engine/handoff.py``), so task code reads and writes as with
+    any other transport.
+    """
+
+    def drain(self) -> bytes:
+        """Serialize and forget everything this client put."""
+        ...
+
+    def load(self, blob: bytes) -> None:
+        """Accept what another task's ``drain`` returned (this run's own blobs only).
+
+        A transport may defer unpickling to the first read of a key in the blob, so a
+        task never holds every blob's arrays at once.
+        """
+        ...
+
+    def load_s(self) -> float:
+        """Seconds spent so far unpickling loaded blobs (inside reads, when deferred)."""
+        ...
+
+
+def hand_over(src: Transport, dst: Transport) -> None:
+    """Make what ``src`` put readable through ``dst``, as a task result does between workers.
+
+    Nothing moves for a shared store; a by-value transport's data goes by ``drain`` and
+    ``load``.
+    """
+    if isinstance(src, ByValue) and isinstance(dst, ByValue):
+        dst.load(src.drain())
+
+
+@runtime_checkable
+class Liveness(Protocol):
+    """Optional: a transport served by processes that may die while tasks wait on them.
+
+    The engine calls ``check_alive`` every second while tasks run, since a dead server
+    would otherwise show only as tasks hanging until their own timeouts.
+    """
+
+    def check_alive(self) -> None:
+        """Raise ``TransportError`` naming what died; return when all is well."""
+        ...
+
+
+@runtime_checkable
+class Staging(Protocol):
+    """Optional: a transport whose writer must know how many readers will attach."""
+
+    def expect_readers(self, readers: int) -> None: ...
+
+
 class ClientSpec(BaseModel):
     """Pickleable description from which a worker rebuilds its own client."""
 

@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import ByteSize, Field
 
 from simferry.errors import UsageError
-from simferry.launchers.dragon_runtime import how_it_ended, missing_reason, require_runtime
+from simferry.launchers.common import how_it_ended, missing_reason, require_runtime
 from simferry.plugins import register_transport
 from simferry.records import STEPS
 from simferry.transports.base import ClientSpec, Key, RunContext, SampleKey, TransportConfig
@@ -107,8 +107,6 @@ def translated(what: str) -> Iterator[None]:
 
 class DDictTransport:
     """A DDict client; ``owner`` is the process that created the dictionary."""
-
-    kind = "ddict"
 
     def __init__(
         self, dd: Any, managers: int, batch: bool, owner: bool = False, home: Path | None = None

@@ -53,8 +53,6 @@ def write_failed(root: Path, path: Path, exc: OSError) -> TransportError | Trans
 class FilesystemTransport:
     """Arrays as files under ``root``; the owner removes ``root`` on close."""
 
-    kind = "filesystem"
-
     def __init__(self, root: Path, owner: bool = False, keep: bool = False) -> None:
         self.root = root
         self.owner = owner

@@ -1,10 +1,13 @@
 """Pass-by-value: arrays ride on the launcher's task results, as the reference's futures.
 
-Nothing is stored anywhere shared. A simulation's client collects its arrays and the
-task returns them pickled (``drain``); the workflow hands those blobs to every trainer as
-task arguments, and the trainer's client unpickles them (``load``). Serialization is
-timed inside the workers, and the hand-off (task end -> result usable; submit -> trainer
-start) by timestamps in the workflow, so this transport's IO time is a number, not "NA".
+Nothing is stored anywhere shared. A task's client collects what it put and the engine
+returns it pickled with the task's result (``drain``); the engine hands those blobs to the
+tasks that read them, as arguments, and their client unpickles them (``load``). Blobs are
+unpickled one at a time, when a read first needs one, and an array that arrived by value
+is handed out once and then dropped: a trainer never holds every simulation's arrays at
+once. Serialization is timed inside the workers, and the hand-off (task end -> result
+usable; submit -> trainer start) by timestamps in the engine, so this transport's IO time
+is a number, not "NA".
 
 Streaming index: the launcher's futures themselves, since a task's result is the only
 thing pass-by-value has. A simulation runs as a chain of one-step tasks (step s+1 is
@@ -18,6 +21,8 @@ runs as a chain of one-batch tasks carrying its model and optimizer state by val
 from __future__ import annotations
 
 import pickle
+import time
+from collections import deque
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -38,22 +43,33 @@ from simferry.transports.exceptions import KeyNotFoundError
 class FuturesTransport:
     """An in-process dict; its contents cross processes only through ``drain``/``load``."""
 
-    by_value = True
-
     def __init__(self) -> None:
+        #: What this client put: ``drain`` returns it.
         self._store: dict[str, np.ndarray] = {}
+        #: Arrays unpickled from loaded blobs, each handed out once.
+        self._received: dict[str, np.ndarray] = {}
+        self._pending: deque[bytes] = deque()
+        self._load_s = 0.0
 
     def put(self, key: Key, array: np.ndarray) -> None:
         # No copy: the simulation never mutates an array after handing it over.
         self._store[key.name()] = array
 
+    def _find(self, name: str) -> bool:
+        """Unpickle loaded blobs until ``name`` is among the received arrays (or none are left)."""
+        while name not in self._received and self._pending:
+            t0 = time.perf_counter()
+            self._received.update(pickle.loads(self._pending.popleft()))
+            self._load_s += time.perf_counter() - t0
+        return name in self._received
+
     def get(self, key: Key) -> np.ndarray:
-        try:
-            return self._store[key.name()]
-        except KeyError:
-            raise KeyNotFoundError(
-                f"{key.name()} was not among the results passed to this task."
-            ) from None
+        name = key.name()
+        if name in self._store:
+            return self._store[name]
+        if self._find(name):
+            return self._received.pop(name)
+        raise KeyNotFoundError(f"{name} was not among the results passed to this task.")
 
     def put_many(self, items: Sequence[tuple[Key, np.ndarray]]) -> None:
         put_many_each(self, items)
@@ -62,13 +78,16 @@ class FuturesTransport:
         return get_many_each(self, keys)
 
     def exists(self, key: Key) -> bool:
-        return key.name() in self._store
+        return key.name() in self._store or self._find(key.name())
 
     def keys(self, prefix: str = "") -> list[str]:
-        return sorted(k for k in self._store if k.startswith(prefix))
+        self._find("")  # nothing is named "": unpickles every loaded blob
+        names = self._store.keys() | self._received.keys()
+        return sorted(k for k in names if k.startswith(prefix))
 
     def delete(self, key: Key) -> None:
         self._store.pop(key.name(), None)
+        self._received.pop(key.name(), None)
 
     def drain(self) -> bytes:
         """Serialize and forget everything put so far (what a task returns by value)."""
@@ -77,11 +96,15 @@ class FuturesTransport:
         return blob
 
     def load(self, blob: bytes) -> None:
-        """Accept arrays another task returned by value (this run's own blobs only)."""
-        self._store.update(pickle.loads(blob))
+        """Accept arrays another task returned by value; unpickled when first read."""
+        self._pending.append(blob)
+
+    def load_s(self) -> float:
+        return self._load_s
 
     def close(self) -> None:
-        self._store = {}
+        self._store, self._received = {}, {}
+        self._pending.clear()
 
     def config(self) -> FuturesSpec:
         return FuturesSpec()

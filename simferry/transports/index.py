@@ -6,8 +6,9 @@ publications it has not seen. Publishing only after the data is stored means a t
 never reads a sample that is not complete. Every transport implements the index with its
 own strength (the mechanism is documented in its module): an append-only file per
 simulation for filesystem and shm, a stream with blocking reads for Redis, a key per
-record for DDict; pass-by-value has no store and uses the launcher's futures instead (streaming.py). A transport without
-``publish``/``subscribe`` refuses ``--mode streaming`` with a clear message.
+record for DDict; pass-by-value has no store and uses the launcher's futures instead
+(``engine/streaming.py``). A transport without ``publish``/``subscribe`` refuses
+``--mode streaming`` with a clear message.
 
 Publication is at-least-once (a retried simulation publishes again); the trainer keeps
 exactly-once by ignoring an id it has already seen.

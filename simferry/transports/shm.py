@@ -67,6 +67,4 @@ class ShmConfig(TransportConfig):
     def start(self, ctx: RunContext) -> FilesystemTransport:
         root = segment_dir(self.shm_dir, ctx.run_id)
         root.mkdir(mode=0o700)
-        transport = FilesystemTransport(root, owner=True)
-        transport.kind = "shm"
-        return transport
+        return FilesystemTransport(root, owner=True)

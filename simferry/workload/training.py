@@ -6,13 +6,13 @@ the caller) so a trainer never holds the float64 lists and a concatenated copy a
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from simferry.threads import set_threads
 from simferry.workload.model import build_model
 
 BATCH_SIZE = 4
@@ -74,9 +74,12 @@ def train_epoch(trainer: int, data: SampleBuffer, seed: int | None = None) -> Tr
     return TrainResult(model=model.cpu(), loss=loss_value, steps=steps)
 
 
-def set_threads(num_trainers_here: int) -> None:
-    """Share the node's cores among co-located CPU trainers instead of oversubscribing."""
-    if torch.cuda.is_available():
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, (cores or 1) // max(1, num_trainers_here)))
+def prepare_trainer(trainer: int, trainers_here: int, gpus: int) -> None:
+    """Size torch's thread pool and pick this trainer's GPU, before it builds its model.
+
+    The GPU is taken modulo the GPUs this process sees: Parsl's available_accelerators
+    shows each trainer worker only its own GPU.
+    """
+    set_threads(trainers_here)
+    if gpus:
+        torch.cuda.set_device(trainer % torch.cuda.device_count())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from simferry.launchers.dragon_runtime import dragon_executable, missing_reason
+from simferry.launchers.common import dragon_executable, missing_reason
 
 from .conftest import TINY, assert_verified, hosts, run_dirs
 from .emulated import Cluster

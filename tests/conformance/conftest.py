@@ -52,7 +52,7 @@ def _redis_tcp_chunked(ctx: RunContext) -> TransportConfig:
 
 
 def _ddict(ctx: RunContext) -> TransportConfig:
-    from simferry.launchers.dragon_runtime import in_runtime
+    from simferry.launchers.common import in_runtime
     from simferry.transports.ddict import DDictConfig
 
     if not in_runtime():  # tests/transports/test_ddict.py runs this suite under `dragon`

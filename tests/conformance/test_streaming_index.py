@@ -23,7 +23,7 @@ import psutil
 import pytest
 import xxhash
 
-from simferry.launchers.dragon_runtime import in_runtime
+from simferry.launchers.common import in_runtime
 from simferry.transports.adios2 import Adios2Transport
 from simferry.transports.base import RunContext, SampleKey, Transport
 from simferry.transports.index import END, Indexed, IndexReader, Published

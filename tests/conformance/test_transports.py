@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from simferry.transports.base import SampleKey, Transport, WeightsKey
+from simferry.transports.base import SampleKey, Transport, WeightsKey, hand_over
 from simferry.transports.exceptions import KeyNotFoundError
 
 from .conftest import data_paths
@@ -15,8 +15,6 @@ from .conftest import data_paths
 
 def peer(owner: Transport) -> Transport:
     """A second client built the way workers build theirs: from a pickled spec."""
-    if getattr(owner, "by_value", False):
-        return owner  # pass-by-value has no shared store; the same object stands in
     return pickle.loads(pickle.dumps(owner.config())).connect()
 
 
@@ -31,6 +29,7 @@ def test_round_trip_is_bit_exact(owner: Transport) -> None:
     arr[0, 1] = -0.0
     client = peer(owner)
     client.put(SampleKey(3, 7, "input"), arr)
+    hand_over(client, owner)
     got = owner.get(SampleKey(3, 7, "input"))
     assert got.dtype == arr.dtype and got.shape == arr.shape
     assert np.asarray(got).tobytes() == arr.tobytes()
@@ -39,11 +38,9 @@ def test_round_trip_is_bit_exact(owner: Transport) -> None:
 def test_float32_weights_round_trip(owner: Transport) -> None:
     w = np.arange(1000, dtype=np.float32)
     owner.put(WeightsKey(2), w)
-    got = (
-        peer(owner).get(WeightsKey(2))
-        if not getattr(owner, "by_value", False)
-        else owner.get(WeightsKey(2))
-    )
+    reader = peer(owner)
+    hand_over(owner, reader)
+    got = reader.get(WeightsKey(2))
     assert got.dtype == np.float32 and np.array_equal(got, w)
 
 
@@ -66,7 +63,9 @@ def test_many_keys_are_distinct(owner: Transport) -> None:
 def test_large_array(owner: Transport) -> None:
     arr = np.random.default_rng(1).standard_normal(9 * 2**20)  # 72 MiB
     owner.put(SampleKey(0, 0, "input"), arr)
-    got = peer(owner).get(SampleKey(0, 0, "input"))
+    reader = peer(owner)
+    hand_over(owner, reader)
+    got = reader.get(SampleKey(0, 0, "input"))
     assert np.array_equal(got, arr)
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from simferry.cli import main
-from simferry.launchers import dragon, dragon_runtime
+from simferry.launchers import common as dragon_runtime
+from simferry.launchers import dragon
 
 from ..helpers import only_run_dir, records, summary
 from ..leaks import SHM, kill_session, session_processes, start_cli, wait_gone

@@ -19,7 +19,8 @@ import pytest
 from pydantic import ByteSize
 
 from simferry.errors import UsageError
-from simferry.launchers import dragon, dragon_runtime
+from simferry.launchers import common as dragon_runtime
+from simferry.launchers import dragon
 from simferry.records import STEPS, dataset_bytes
 from simferry.transports.base import RunContext, SampleKey, WeightsKey
 from simferry.transports.ddict import (

@@ -156,8 +156,6 @@ def connection_problem(exc: Exception, where: str) -> str:
 class RedisTransport:
     """A client of the run's namespace; the owner also frees it (and stops its server)."""
 
-    kind = "redis"
-
     def __init__(
         self, spec: RedisSpec, owner: bool = False, server: RedisServer | None = None
     ) -> None:

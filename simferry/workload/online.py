@@ -20,20 +20,20 @@ from typing import Any
 
 import numpy as np
 
+from simferry.faults import fault_point
 from simferry.records import TaskRecord
-from simferry.tasks import (
+from simferry.transports.base import SampleKey, Transport, WeightsKey
+from simferry.transports.exceptions import DataIntegrityError
+from simferry.transports.index import END, Indexed, Published
+from simferry.workload.simulation import STEPS, periods, simulate
+from simferry.workload.simulation import field as wave
+from simferry.workload.tasks import (
     ManifestEntry,
     SimResult,
     SimSpec,
     TrainOutcome,
     checksum,
-    fault_point,
 )
-from simferry.transports.base import ClientSpec, SampleKey, Transport, WeightsKey
-from simferry.transports.exceptions import DataIntegrityError
-from simferry.transports.index import END, Indexed, Published
-from simferry.workload.simulation import STEPS, periods, simulate
-from simferry.workload.simulation import field as wave
 
 #: How long a trainer with nothing to do waits in one poll before checking again.
 POLL_WAIT_S = 1.0
@@ -150,13 +150,9 @@ class OnlineTrainer:
 
 
 def prepare(spec: StreamSpec) -> None:
-    from simferry.workload import training
+    from simferry.workload import training  # torch, in the trainer's process only
 
-    training.set_threads(spec.trainers_here)
-    if spec.gpus:
-        import torch
-
-        torch.cuda.set_device(spec.trainer % torch.cuda.device_count())  # see tasks.py
+    training.prepare_trainer(spec.trainer, spec.trainers_here, spec.gpus)
 
 
 def warm_trainer(spec: StreamSpec) -> int:
@@ -187,30 +183,26 @@ def read_verified(
 # -- store-backed transports: one long task per simulation and per trainer ----------------
 
 
-def stream_simulation_task(spec: SimSpec, client: ClientSpec) -> SimResult:
+def stream_simulation_task(transport: Transport, spec: SimSpec) -> SimResult:
     """Run one simulation, storing then publishing each step as soon as it is computed."""
     rec = TaskRecord("sim", spec.sim)
-    transport = client.connect()
     assert isinstance(transport, Indexed)
-    try:
-        manifest: list[ManifestEntry] = []
-        for s in simulate(spec.sim, spec.num_sims, spec.grid_size, spec.step_seconds):
-            items = [
-                (SampleKey(s.sim, s.step, "input"), s.input),
-                (SampleKey(s.sim, s.step, "target"), s.target),
-            ]
-            entry = Published(s.sim, s.step, checksum(s.input, s.target))
-            with rec.io("transfer", s.input.nbytes + s.target.nbytes):
-                transport.put_many(items)
-                transport.publish(entry)
-            manifest.append(entry)
-            rec.samples += 1
-            fault_point("sim", spec.sim, s.step)
-        with rec.io("transfer"):
-            transport.publish(Published(spec.sim, END, rec.samples))
-        return SimResult(rec.finish(), manifest)
-    finally:
-        transport.close()
+    manifest: list[ManifestEntry] = []
+    for s in simulate(spec.sim, spec.num_sims, spec.grid_size, spec.step_seconds):
+        items = [
+            (SampleKey(s.sim, s.step, "input"), s.input),
+            (SampleKey(s.sim, s.step, "target"), s.target),
+        ]
+        entry = Published(s.sim, s.step, checksum(s.input, s.target))
+        with rec.io("transfer", s.input.nbytes + s.target.nbytes):
+            transport.put_many(items)
+            transport.publish(entry)
+        manifest.append(entry)
+        rec.samples += 1
+        fault_point("sim", spec.sim, s.step)
+    with rec.io("transfer"):
+        transport.publish(Published(spec.sim, END, rec.samples))
+    return SimResult(rec.finish(), manifest)
 
 
 @dataclass
@@ -235,11 +227,10 @@ class Cursor:
         return len(self.ended) < self.num_sims
 
 
-def stream_trainer_task(spec: StreamSpec, client: ClientSpec) -> TrainOutcome:
+def stream_trainer_task(transport: Transport, spec: StreamSpec) -> TrainOutcome:
     """Train on samples as their simulations publish them, until every one was used once."""
     rec = TaskRecord("train", spec.trainer)
     prepare(spec)
-    transport = client.connect()
     assert isinstance(transport, Indexed)
     reader = transport.subscribe(spec.num_sims)
     try:
@@ -286,7 +277,6 @@ def stream_trainer_task(spec: StreamSpec, client: ClientSpec) -> TrainOutcome:
         return TrainOutcome(rec.finish(), rec.samples, trainer.loss, trainer.steps)
     finally:
         reader.close()
-        transport.close()
 
 
 def note_stream(
@@ -313,33 +303,27 @@ def note_stream(
 class StepResult:
     record: TaskRecord
     entry: Published
-    payload: bytes
+    payload: bytes | None = None
 
 
-def sim_step_task(spec: SimSpec, step: int, client: ClientSpec) -> StepResult:
+def sim_step_task(transport: Transport, spec: SimSpec, step: int) -> StepResult:
     """One step of a simulation, returned by value (its completion is the publication)."""
     rec = TaskRecord("sim", spec.sim)
-    transport = client.connect()
-    try:
-        period = float(periods(spec.num_sims)[spec.sim])
-        if spec.step_seconds > 0:
-            time.sleep(spec.step_seconds)
-        inp = wave(spec.grid_size, period, step)
-        target = wave(spec.grid_size, period, step + 1)
-        items = [
-            (SampleKey(spec.sim, step, "input"), inp),
-            (SampleKey(spec.sim, step, "target"), target),
-        ]
-        with rec.io("transfer", inp.nbytes + target.nbytes):
-            transport.put_many(items)
-        entry = Published(spec.sim, step, checksum(inp, target))
-        with rec.io("serialize"):
-            payload = transport.drain()  # type: ignore[attr-defined]
-        rec.samples = 1
-        fault_point("sim", spec.sim, step)
-        return StepResult(rec.finish(), entry, payload)
-    finally:
-        transport.close()
+    period = float(periods(spec.num_sims)[spec.sim])
+    if spec.step_seconds > 0:
+        time.sleep(spec.step_seconds)
+    inp = wave(spec.grid_size, period, step)
+    target = wave(spec.grid_size, period, step + 1)
+    items = [
+        (SampleKey(spec.sim, step, "input"), inp),
+        (SampleKey(spec.sim, step, "target"), target),
+    ]
+    with rec.io("transfer", inp.nbytes + target.nbytes):
+        transport.put_many(items)
+    entry = Published(spec.sim, step, checksum(inp, target))
+    rec.samples = 1
+    fault_point("sim", spec.sim, step)
+    return StepResult(rec.finish(), entry)
 
 
 @dataclass
@@ -350,52 +334,42 @@ class BatchResult:
     step_time: float | None
     loss: float
     steps: int
+    #: The chain's last batch: the trainer saved its weights.
+    final: bool = False
     payload: bytes | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def train_batch_task(
+    transport: Transport,
     spec: StreamSpec,
     state: bytes | None,
-    batch: list[tuple[Published, bytes]],
+    batch: list[Published],
     final: bool,
-    client: ClientSpec,
-    submitted: float,
 ) -> BatchResult:
     """One training step of a by-value trainer chain; the last one also saves the weights."""
     rec = TaskRecord("train", spec.trainer)
-    rec.transfer_s += max(0.0, rec.start - submitted)  # hand-off of the batch's blobs
     prepare(spec)
-    transport = client.connect()
-    try:
-        with rec.io("deserialize"):
-            for _, blob in batch:
-                transport.load(blob)  # type: ignore[attr-defined]
-        t0 = time.perf_counter()
-        trainer = OnlineTrainer(spec, max(1, len(batch)), state)
-        state_s = time.perf_counter() - t0
-        for entry, _ in batch:
-            inp, target = read_verified(transport, rec, spec.trainer, entry)
-            with rec.io("transfer"):
-                trainer.add((entry.sim, entry.step), inp, target)
-        consumed, step_time = [], None
-        if batch:
-            consumed = trainer.train_batch()
-            step_time = time.time()
-        payload = None
-        if final:
-            weights = trainer.weights()
-            with rec.io("transfer", weights.nbytes):
-                transport.put(WeightsKey(spec.trainer), weights)
-            with rec.io("serialize"):
-                payload = transport.drain()  # type: ignore[attr-defined]
-        t0 = time.perf_counter()
-        new_state = trainer.state()
-        state_s += time.perf_counter() - t0
-        rec.finish()
-        return BatchResult(
-            rec, new_state, consumed, step_time, trainer.loss, trainer.steps, payload,
-            {"state_s": state_s, "state_bytes": len(new_state)},
-        )  # fmt: skip
-    finally:
-        transport.close()
+    t0 = time.perf_counter()
+    trainer = OnlineTrainer(spec, max(1, len(batch)), state)
+    state_s = time.perf_counter() - t0
+    for entry in batch:
+        inp, target = read_verified(transport, rec, spec.trainer, entry)
+        with rec.io("transfer"):
+            trainer.add((entry.sim, entry.step), inp, target)
+    consumed, step_time = [], None
+    if batch:
+        consumed = trainer.train_batch()
+        step_time = time.time()
+    if final:
+        weights = trainer.weights()
+        with rec.io("transfer", weights.nbytes):
+            transport.put(WeightsKey(spec.trainer), weights)
+    t0 = time.perf_counter()
+    new_state = trainer.state()
+    state_s += time.perf_counter() - t0
+    rec.finish()
+    return BatchResult(
+        rec, new_state, consumed, step_time, trainer.loss, trainer.steps, final,
+        extra={"state_s": state_s, "state_bytes": len(new_state)},
+    )  # fmt: skip

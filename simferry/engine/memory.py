@@ -12,6 +12,7 @@ stopped by the out-of-memory killer halfway instead of refused.
 from __future__ import annotations
 
 from simferry.config import RunConfig
+from simferry.launchers.base import SimWorkersOption
 from simferry.launchers.common import cpu_count
 
 #: Memory of one trainer process before it holds any data (Python, torch, the model).
@@ -35,7 +36,9 @@ def need_bytes(cfg: RunConfig, data_bytes: int, trainers_here: int) -> int:
     trainer += TRAINER_BYTES_PER_POINT * w.grid_size**2
     need = trainers_here * trainer
     if cfg.transport.by_value and not cfg.transport.by_proxy:
-        workers = getattr(cfg.launcher, "sim_workers", None) or cpu_count()
+        launcher = cfg.launcher
+        workers = launcher.sim_workers if isinstance(launcher, SimWorkersOption) else None
+        workers = workers or cpu_count()
         need += min(workers, w.num_sims) * 2 * (data_bytes // w.num_sims) + data_bytes
         need += cfg.launcher.result_copies * data_bytes
     return need

@@ -6,6 +6,17 @@ import sys
 import time
 from typing import Protocol
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as Bars
+
 
 class Progress(Protocol):
     def phase(self, name: str, total: int) -> None: ...
@@ -58,16 +69,6 @@ class RichProgress:
     """Bars with elapsed and remaining time on an interactive terminal."""
 
     def __init__(self, label: str = "") -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as Bars
-
         self.label = label
         self.bars = Bars(
             TextColumn("{task.description}"),
@@ -78,7 +79,7 @@ class RichProgress:
             console=Console(stderr=True),
             transient=False,
         )
-        self.tasks: dict[str, object] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.started = False
 
     def phase(self, name: str, total: int) -> None:
@@ -89,7 +90,7 @@ class RichProgress:
         self.tasks[name] = self.bars.add_task(f"{self.label}{name}", total=total)
 
     def advance(self, name: str, note: str = "") -> None:
-        self.bars.advance(self.tasks[name])  # type: ignore[arg-type]
+        self.bars.advance(self.tasks[name])
 
     def close(self) -> None:
         if self.started:

@@ -11,9 +11,9 @@ and trainers run as chains of one-step and one-batch tasks, and each finished st
 forwarded to every trainer (transports/futures.py).
 
 Besides the phased measures this reports ``time_to_first_step_s`` (first simulation
-submitted -> first optimizer step; trainers are started just before), ``overlap_fraction`` (optimizer steps finished before
-the last simulation ended), ``trainer_idle_s`` (mean time a trainer waited for data) and
-``last_sim_end_s``; ``wall_s`` comes from the workflow as for phased runs.
+submitted -> first optimizer step; trainers are started just before), ``overlap_fraction`` (optimizer steps finished
+before the last simulation ended), ``trainer_idle_s`` (mean time a trainer waited for data) and
+``last_sim_end_s``; ``wall_s`` comes from the run as for phased runs.
 """
 
 from __future__ import annotations
@@ -27,11 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simferry.config import RunConfig
+from simferry.engine.handoff import arrived, carry, keep
+from simferry.engine.progress import Progress
+from simferry.engine.results import ModeResult, PhaseResult
+from simferry.engine.retry import Task, gather, lost_errors, task_failure
 from simferry.errors import Interrupted, RunFailure, UsageError
-from simferry.launchers.base import Launcher
-from simferry.progress import Progress
+from simferry.launchers.base import KnowsCulprit, Launcher
 from simferry.records import RunDir, TaskRecord
-from simferry.streaming_tasks import (
+from simferry.transports.base import ByValue, Transport
+from simferry.transports.index import Indexed, Published
+from simferry.workload.online import (
     BATCH_SIZE,
     BatchResult,
     SampleId,
@@ -43,22 +48,8 @@ from simferry.streaming_tasks import (
     train_batch_task,
     warm_trainer,
 )
-from simferry.tasks import SimSpec, TrainOutcome
-from simferry.transports.base import Transport
-from simferry.transports.index import Indexed, Published
-from simferry.workflow import (
-    MAX_SPARED,
-    PhaseResult,
-    Task,
-    gather,
-    lost_errors,
-    mean_io,
-    retries_summary,
-    save_weights,
-    stamped,
-    task_failure,
-)
 from simferry.workload.simulation import STEPS
+from simferry.workload.tasks import SimSpec, TrainOutcome
 
 
 class StreamingRun:
@@ -77,7 +68,8 @@ class StreamingRun:
         self.transport = transport
         self.rundir = rundir
         self.progress = progress
-        self.by_value = cfg.transport.by_value
+        #: No store to index: the main process forwards each step (``ByValueStream``).
+        self.by_value = isinstance(transport, ByValue)
         if not self.by_value and not isinstance(transport, Indexed):
             raise UsageError(
                 f"The {cfg.transport.name} transport has no publication index for streaming "
@@ -93,7 +85,7 @@ class StreamingRun:
             SimSpec(k, w.num_sims, w.grid_size, w.step_seconds) for k in range(w.num_sims)
         ]
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> ModeResult:
         w = self.cfg.workload
         self.progress.phase("simulations", w.num_sims)
         self.progress.phase("training", self.launcher.trainers)
@@ -102,27 +94,16 @@ class StreamingRun:
             t0, sims, train, outcomes = ByValueStream(self).run()
         else:
             t0, sims, train, outcomes = self.stored()
-        expected = w.samples
-        for o in outcomes:
-            check_exactly_once(o.record.index, o.record.extra["consumed"], w.num_sims)
-            if o.verified != expected:
-                raise RunFailure(
-                    f"Trainer {o.record.index} verified {o.verified} of {expected} samples."
-                )
-        save_weights(self.transport, self.rundir.path, len(outcomes))
-        return {
-            "sim_run_s": sims.run_s,
-            "sim_io_s": mean_io(sims.records),
-            "train_run_s": train.run_s,
-            "train_io_s": mean_io(train.records),
-            "samples_expected": expected,
-            "verified_samples": {str(o.record.index): o.verified for o in outcomes},
-            "losses": {str(o.record.index): o.loss for o in outcomes},
+        extra = {
             "replay_buffer": w.replay_buffer,
             "trainer_warmup_s": warm_s,
             **stream_measures(t0, sims.records, train.records),
-            **retries_summary(sims.records + train.records, self.launcher),
         }
+
+        def exactly_once(o: TrainOutcome) -> None:
+            check_exactly_once(o.record.index, o.record.extra["consumed"], w.num_sims)
+
+        return ModeResult(sims, train, outcomes, extra, exactly_once)
 
     def warm_trainers(self) -> float:
         """Have every trainer process import torch and the optimizer before data flows.
@@ -149,12 +130,16 @@ class StreamingRun:
         # simulation publishes again (trainers drop ids seen); a retried trainer reads the
         # index from the start, the data being kept until the run ends.
         for tspec in self.specs:
-            retry = functools.partial(submit, "train", stream_trainer_task, tspec, client)
+            retry = functools.partial(
+                submit, "train", carry, tspec, stream_trainer_task, client, ()
+            )
             task = Task(f"Trainer {tspec.trainer}", retry)
             futures[task.start()] = task
         t0 = time.time()
         for spec in self.sim_specs:
-            retry = functools.partial(submit, "sim", stream_simulation_task, spec, client)
+            retry = functools.partial(
+                submit, "sim", carry, spec, stream_simulation_task, client, ()
+            )
             task = Task(f"Simulation {spec.sim}", retry)
             futures[task.start()] = task
         sims, train = PhaseResult(), PhaseResult()
@@ -210,7 +195,7 @@ class ByValueStream:
         self.ended: set[int] = set()
         self.retries = run.cfg.workload.retries
         self.lost = lost_errors(run.launcher)
-        self.blame = getattr(run.launcher, "died_running", None)
+        self.blame = run.launcher.died_running if isinstance(run.launcher, KnowsCulprit) else None
 
     def launch(self, kind: str, index: int, task: Task) -> None:
         try:
@@ -230,22 +215,13 @@ class ByValueStream:
         """
         if not isinstance(exc, self.lost):
             raise task_failure(task.what, exc) from exc
-        if self.blame is not None and self.blame(fut) is False and task.spared < MAX_SPARED:
-            task.spared += 1
-        elif task.attempt <= self.retries:
-            task.attempt += 1
-        else:
-            raise RunFailure(
-                f"{task.what} failed after {task.attempt} attempt(s): a worker process died "
-                "while it ran or waited (killed, or out of memory); check memory use, or raise "
-                "--retries."
-            ) from exc
+        task.charge(fut, exc, self.retries, self.blame)
         self.launch(kind, index, task)
 
     def submit_step(self, sim: int, step: int) -> None:
         spec = self.run_.sim_specs[sim]
         submit = functools.partial(
-            self.run_.launcher.submit, "sim", sim_step_task, spec, step, self.client
+            self.run_.launcher.submit, "sim", carry, spec, sim_step_task, self.client, (), step
         )
         self.launch("sim", sim, Task(f"Simulation {sim} step {step}", submit))
 
@@ -271,9 +247,10 @@ class ByValueStream:
                     continue
                 rec = result.record
                 rec.submitted, rec.received, rec.attempt = task.submitted, received, task.attempt
-                rec.transfer_s += max(0.0, received - rec.end)  # hand-off back to us
+                payload = arrived(result, inbound=kind == "train")
                 if kind == "sim":
-                    self.step_done(result, sims)
+                    assert payload is not None
+                    self.step_done(result, payload, sims)
                 else:
                     outcome = self.batch_done(self.chains[index], result, received)
                     if outcome is not None:
@@ -283,11 +260,11 @@ class ByValueStream:
         finish_phases(t0, sims, train)
         return t0, sims, train, sorted(outcomes, key=lambda o: o.record.index)
 
-    def step_done(self, result: StepResult, sims: PhaseResult) -> None:
+    def step_done(self, result: StepResult, payload: bytes, sims: PhaseResult) -> None:
         e = result.entry
         self.sim_records[e.sim] = merge(self.sim_records.get(e.sim), result.record)
         for chain in self.chains:
-            chain.queue.append((e, result.payload))
+            chain.queue.append((e, payload))
         if e.step + 1 < STEPS:
             self.submit_step(e.sim, e.step + 1)
             return
@@ -308,9 +285,9 @@ class ByValueStream:
             chain.step_times.append(result.step_time)
         chain.state_s += float(result.extra["state_s"])
         chain.last = result
-        if result.payload is None:
+        if not result.final:
             return None
-        self.run_.transport.load(result.payload)  # type: ignore[attr-defined]
+        keep(self.run_.transport, result.payload)
         chain.done = True
         rec = chain.record
         rec.extra.update(
@@ -343,11 +320,10 @@ class ByValueStream:
                 chain.idle += time.time() - chain.idle_since
                 chain.idle_since = None
             submit = functools.partial(
-                self.run_.launcher.submit,
-                "train", train_batch_task, chain.spec, chain.state, batch, final, self.client,
+                self.run_.launcher.submit, "train", carry, chain.spec, train_batch_task,
+                self.client, [blob for _, blob in batch], chain.state, [e for e, _ in batch], final,
             )  # fmt: skip
-            # The submission time rides along: the task measures its hand-off from it.
-            task = Task(f"Trainer {chain.spec.trainer}", functools.partial(stamped, submit))
+            task = Task(f"Trainer {chain.spec.trainer}", submit)
             self.launch("train", chain.spec.trainer, task)
             chain.busy = True
 
