@@ -95,11 +95,18 @@ def revision(rev: str) -> str:
 
 
 def run_variant(
-    launcher: str, transport: str, size: list[str], tmp: Path, tree: Path | None = None
+    launcher: str,
+    transport: str,
+    size: list[str],
+    tmp: Path,
+    tree: Path | None = None,
+    keep: Path | None = None,
 ) -> dict | None:
     """One measured run of a variant; ``None`` (and a note) when it failed.
 
     ``tree``: run simferry from that directory (a ``--baseline`` revision) instead.
+    ``keep``: move the run directory there, for ``simferry report`` (table and
+    observations from the same runs as this table).
     """
     if launcher == "reference":
         cmd = [sys.executable, str(HERE / "reference.py"), transport, *size]
@@ -119,7 +126,12 @@ def run_variant(
         m = measure(cmd, marker=str(runs), env=env, cwd=cwd)
         try:
             if m.returncode == 0:
-                return simferry_row(m, runs)
+                row = simferry_row(m, runs)
+                if keep is not None:
+                    keep.mkdir(parents=True, exist_ok=True)
+                    for run_dir in runs.iterdir():
+                        shutil.move(run_dir, keep / run_dir.name)
+                return row
         finally:
             shutil.rmtree(runs, ignore_errors=True)
     print(f"{launcher}+{transport} failed: {m.stderr.strip()[-500:]}", file=sys.stderr)
@@ -164,6 +176,12 @@ def main() -> None:
         "(before/after an optimization, alternated in the same run)",
     )
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--keep-runs",
+        type=Path,
+        metavar="DIR",
+        help="keep each successful simferry run directory under DIR (for simferry report)",
+    )
     a = p.parse_args()
     size = ["--num-sims", str(a.num_sims), "--grid-size", str(a.grid_size)]
     size += ["--step-seconds", str(a.step_seconds)]
@@ -200,7 +218,8 @@ def main() -> None:
                     result.update(peak_pss=m.peak_pss, trainer_rss=trainer_floor)
                 else:
                     name = f"{launcher}+{transport}" + (f" @{a.baseline}" if base else "")
-                    result = run_variant(launcher, transport, size, tmp, base)
+                    keep = None if base else a.keep_runs
+                    result = run_variant(launcher, transport, size, tmp, base, keep)
                 if result is not None:
                     rows.setdefault(name, []).append(result)
                     print(f"[{rep}] {name}: {result['wall_s']:.2f} s", file=sys.stderr)

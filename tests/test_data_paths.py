@@ -207,3 +207,27 @@ def test_sweep_runs_each_engine(tmp_path: Path) -> None:
     simferry("sweep", "--transports", "adios2", *tiny, "--out", str(out), cwd=tmp_path, check=True)
     found = sorted(json.loads(p.read_text())["implementation"] for p in out.glob("*/summary.json"))
     assert found == ["Local + ADIOS2 BP5", "Local + ADIOS2 SST"]
+
+
+def test_zmq_server_is_loopback_only_and_refused_across_nodes(tmp_path: Path) -> None:
+    """ProxyStore's ZeroMQ server has no authentication: it must never be reachable
+    from another host, so it binds 127.0.0.1 and a run on several nodes is refused."""
+    usable("proxystore", "--proxystore-connector", "zmq")
+    import psutil
+
+    from simferry.errors import UsageError
+    from simferry.transports.base import RunContext
+    from simferry.transports.proxystore import ProxyStoreConfig
+
+    cfg = ProxyStoreConfig(name="proxystore", proxystore_connector="zmq")
+    with pytest.raises(UsageError, match="loopback only"):
+        cfg.check(RunContext(tmp_path, "zmq2", 2**20, nodes=2, hosts=("a", "b")))
+    owner = cfg.start(RunContext(tmp_path, "zmq1", 2**20))
+    server = owner._owned  # type: ignore[attr-defined]
+    try:
+        conns = psutil.Process(server.pid).net_connections("inet")
+        listening = [c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN]
+        assert listening and all(ip == "127.0.0.1" for ip in listening), listening
+    finally:
+        owner.close()
+    assert server.poll() is not None, "the ZeroMQ server must stop with the run"

@@ -10,7 +10,10 @@ dtype and rank, plus a small ``meta`` variable with the sample's step number).
 - ``--adios2-engine sst``: the stream goes from the writer's memory straight to the
   readers through SST, with the WAN (EVPath sockets) data plane and socket control
   plane on loopback; only a small contact file ``s<sim>.sst`` touches the data
-  directory. SST delivers every step to every reader connected when it is written,
+  directory. Loopback is only the address in that contact file: EVPath binds its
+  listening sockets to every interface (no SST or environment setting changes that in
+  adios2 2.12), and SST has no authentication, so while a run lasts its writers and
+  readers can be reached from the network (the transports guide says so). SST delivers every step to every reader connected when it is written,
   so the writer waits (``RendezvousReaderCount``) until all trainers joined.
 
 Several trainers, each reading all data: every trainer is one independent ADIOS2 reader
@@ -114,6 +117,8 @@ Engine = Literal["bp5", "sst"]
 READ_WAIT_S = 300.0
 #: Longest wait for a staged SST writer to open its stream before a key counts as missing.
 APPEAR_WAIT_S = 30.0
+#: How long a reader retries opening an SST stream whose writer did not answer yet.
+OPEN_RETRY_S = 60.0
 #: ``meta`` of a step: (sample step, checksum as int64, 1 for a publication step).
 META = "meta"
 
@@ -297,6 +302,8 @@ class Adios2Transport(HeldByName):
         self.held: dict[str, np.ndarray] = {}
         self._adios: Any = None
         self._published: list[Published] = []
+        #: When opening each SST stream first failed (``reader``).
+        self._open_failed: dict[int, float] = {}
 
     # -- paths ------------------------------------------------------------------------
     def stream_path(self, sim: int) -> Path:
@@ -381,9 +388,27 @@ class Adios2Transport(HeldByName):
             try:
                 found = StreamReader(self._adios, self.stream_path(sim), self.spec.engine)
             except RuntimeError as exc:
+                if self._retry_open(sim, str(exc)):
+                    return None
                 raise TransportError(f"ADIOS2 could not open stream s{sim:06d}: {exc}") from None
             self._readers[sim] = found
         return found
+
+    def _retry_open(self, sim: int, error: str) -> bool:
+        """Whether to try opening ``sim``'s SST stream again later.
+
+        An SST reader fails at once when it cannot connect to the writer named in the
+        contact file; on a loaded host that happens to a writer that has just written it
+        (seen with Parsl's worker pools under load 20+ on 2 cores), and the next try
+        connects. So it is retried for ``OPEN_RETRY_S``, as not-ready-yet.
+        """
+        if self.spec.engine != "sst" or "did not find active Writer contact" not in error:
+            return False
+        first = self._open_failed.setdefault(sim, time.monotonic())
+        if time.monotonic() - first > OPEN_RETRY_S:
+            return False
+        time.sleep(0.2)
+        return True
 
     def read_step(self, sim: int, timeout: float) -> tuple[bool, Published | None]:
         """Read ``sim``'s next step into the cache: (whether a step or the end came, and
@@ -415,7 +440,7 @@ class Adios2Transport(HeldByName):
         appear = time.monotonic() + (APPEAR_WAIT_S if self.spec.staged else 0.0)
         while name not in self.held:
             reader = self.reader(key.sim)
-            if reader is None and time.monotonic() < appear:
+            if reader is None and (time.monotonic() < appear or key.sim in self._open_failed):
                 time.sleep(0.05)
                 continue
             if reader is None or reader.ended:
@@ -531,7 +556,8 @@ class Adios2Config(TransportConfig):
     adios2_engine: Engine = Field(
         "bp5",
         description="bp5 (steps in BP5 files in the data directory) or sst (steps staged "
-        "from each simulation's memory to the trainers over sockets, loopback, one node)",
+        "from each simulation's memory to the trainers over sockets, one node; SST has no "
+        "authentication and its sockets listen on every interface while the run lasts)",
     )
     data_dir: Path | None = Field(
         None,

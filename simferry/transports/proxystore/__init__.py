@@ -18,8 +18,9 @@ Connectors (``--proxystore-connector``):
   Redis transport's owner then frees like its own;
 - ``zmq``: ProxyStore Extensions' ``ZeroMQConnector``, a distributed in-memory store: a
   server process holds the bytes and clients talk to it peer to peer over ZeroMQ on
-  loopback. That server has no authentication and unpickles its requests, so any user of
-  this node can reach it while the run lasts; it is therefore loopback-only (one node).
+  loopback. That server has no authentication (proxystore-ex 0.1 offers none: no CURVE
+  keys, no password) and unpickles its requests, so any user of this node can reach it
+  while the run lasts; it therefore binds 127.0.0.1 only and serves one node.
 
 Serialization is ``np.save``/``np.load`` without pickles (ProxyStore's default numpy
 serializer allows them on load). Resolved objects are not cached (``cache_size=0``): a
@@ -271,7 +272,8 @@ class ProxyStoreConfig(TransportConfig):
         "file",
         description="where ProxyStore keeps the data: file (a directory, --data-dir), "
         "redis (simferry's private redis-server, or --redis-url), zmq (ProxyStore's "
-        "ZeroMQ in-memory store on loopback, one node)",
+        "ZeroMQ in-memory store; it has no authentication, so it listens on 127.0.0.1 "
+        "only and serves one node)",
     )
     data_dir: Path | None = Field(
         None,
