@@ -186,6 +186,10 @@ class ProxyStoreTransport(HeldByName):
         if blob is None:
             raise KeyNotFoundError(f"{key.name()} was not among the proxies passed to this task.")
         proxy: Proxy[np.ndarray] = pickle.loads(blob)
+        # Registered first, so the proxy resolves through this client's store, which
+        # ``close`` closes: a store the proxy's factory made would be left open, and a
+        # ZeroMQ one would then block the interpreter when garbage-collected.
+        self.store()
         try:
             return np.asarray(extract(proxy))
         except ProxyResolveError as exc:
@@ -220,6 +224,9 @@ class ProxyStoreTransport(HeldByName):
                 unregister_store(store.name)
             with contextlib.suppress(Exception):
                 if self.spec.connector == "zmq":
+                    # A request left unanswered (its server stopped first) must not make
+                    # closing wait forever: ZeroMQ's default linger is infinite.
+                    store.connector.socket.linger = 0
                     store.connector.close(kill_server=False)
                 else:
                     store.connector.close(clear=False)
