@@ -33,6 +33,7 @@ from simferry.workload.tasks import (
     SimSpec,
     TrainOutcome,
     checksum,
+    store_sample,
 )
 
 #: How long a trainer with nothing to do waits in one poll before checking again.
@@ -189,16 +190,10 @@ def stream_simulation_task(transport: Transport, spec: SimSpec) -> SimResult:
     assert isinstance(transport, Indexed)
     manifest: list[ManifestEntry] = []
     for s in simulate(spec.sim, spec.num_sims, spec.grid_size, spec.step_seconds):
-        items = [
-            (SampleKey(s.sim, s.step, "input"), s.input),
-            (SampleKey(s.sim, s.step, "target"), s.target),
-        ]
-        entry = Published(s.sim, s.step, checksum(s.input, s.target))
-        with rec.io("transfer", s.input.nbytes + s.target.nbytes):
-            transport.put_many(items)
+        entry = Published(*store_sample(transport, rec, s.sim, s.step, s.input, s.target))
+        with rec.io("transfer"):
             transport.publish(entry)
         manifest.append(entry)
-        rec.samples += 1
         fault_point("sim", spec.sim, s.step)
     with rec.io("transfer"):
         transport.publish(Published(spec.sim, END, rec.samples))
@@ -314,14 +309,7 @@ def sim_step_task(transport: Transport, spec: SimSpec, step: int) -> StepResult:
         time.sleep(spec.step_seconds)
     inp = wave(spec.grid_size, period, step)
     target = wave(spec.grid_size, period, step + 1)
-    items = [
-        (SampleKey(spec.sim, step, "input"), inp),
-        (SampleKey(spec.sim, step, "target"), target),
-    ]
-    with rec.io("transfer", inp.nbytes + target.nbytes):
-        transport.put_many(items)
-    entry = Published(spec.sim, step, checksum(inp, target))
-    rec.samples = 1
+    entry = Published(*store_sample(transport, rec, spec.sim, step, inp, target))
     fault_point("sim", spec.sim, step)
     return StepResult(rec.finish(), entry)
 

@@ -50,19 +50,27 @@ class SimResult:
     payload: bytes | None = None
 
 
+def store_sample(
+    transport: Transport, rec: TaskRecord, sim: int, step: int, inp: np.ndarray, target: np.ndarray
+) -> ManifestEntry:
+    """Store one sample's input and target (timed as transfer) and return its manifest entry.
+
+    Every mode stores a sample this way, so the checksum a trainer verifies is always taken
+    from the arrays as they were handed to the transport.
+    """
+    items = [(SampleKey(sim, step, "input"), inp), (SampleKey(sim, step, "target"), target)]
+    with rec.io("transfer", inp.nbytes + target.nbytes):
+        transport.put_many(items)
+    rec.samples += 1
+    return (sim, step, checksum(inp, target))
+
+
 def simulation_task(transport: Transport, spec: SimSpec) -> SimResult:
     """Run one simulation, writing each step's input and target through the transport."""
     rec = TaskRecord("sim", spec.sim)
     manifest: list[ManifestEntry] = []
     for s in simulate(spec.sim, spec.num_sims, spec.grid_size, spec.step_seconds):
-        items = [
-            (SampleKey(s.sim, s.step, "input"), s.input),
-            (SampleKey(s.sim, s.step, "target"), s.target),
-        ]
-        with rec.io("transfer", s.input.nbytes + s.target.nbytes):
-            transport.put_many(items)
-        manifest.append((s.sim, s.step, checksum(s.input, s.target)))
-        rec.samples += 1
+        manifest.append(store_sample(transport, rec, s.sim, s.step, s.input, s.target))
         fault_point("sim", spec.sim, s.step)
     return SimResult(rec.finish(), manifest)
 
