@@ -9,15 +9,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from simferry.config import RunConfig
 from simferry.engine.handoff import arrived, carry, keep
-from simferry.engine.progress import Progress
-from simferry.engine.results import ModeResult, PhaseResult
+from simferry.engine.results import Mode, ModeResult, PhaseResult
 from simferry.engine.retry import Task, gather
 from simferry.errors import Interrupted, RunFailure
 from simferry.launchers.base import Launcher, ReleasesWorkers, Role
-from simferry.records import RunDir
-from simferry.transports.base import Transport
 from simferry.workload.tasks import (
     ManifestEntry,
     SimResult,
@@ -29,22 +25,8 @@ from simferry.workload.tasks import (
 )
 
 
-class PhasedRun:
+class PhasedRun(Mode):
     """The reference's workflow: all simulations, then all trainers."""
-
-    def __init__(
-        self,
-        cfg: RunConfig,
-        launcher: Launcher,
-        transport: Transport,
-        rundir: RunDir,
-        progress: Progress,
-    ) -> None:
-        self.cfg = cfg
-        self.launcher = launcher
-        self.transport = transport
-        self.rundir = rundir
-        self.progress = progress
 
     def simulations(self) -> tuple[PhaseResult, list[ManifestEntry], list[bytes]]:
         w = self.cfg.workload

@@ -1,4 +1,4 @@
-"""What a mode (phased, streaming) hands back to the run, which turns it into the summary."""
+"""What a mode (phased, streaming) is given by the run, and hands back for the summary."""
 
 from __future__ import annotations
 
@@ -8,8 +8,30 @@ from typing import Any
 
 import numpy as np
 
-from simferry.records import TaskRecord
+from simferry.config import RunConfig
+from simferry.engine.progress import Progress
+from simferry.launchers.base import Launcher
+from simferry.records import RunDir, TaskRecord
+from simferry.transports.base import Transport
 from simferry.workload.tasks import TrainOutcome
+
+
+class Mode:
+    """What both modes are given by the run: its config, launcher, transport, directory, bars."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        launcher: Launcher,
+        transport: Transport,
+        rundir: RunDir,
+        progress: Progress,
+    ) -> None:
+        self.cfg = cfg
+        self.launcher = launcher
+        self.transport = transport
+        self.rundir = rundir
+        self.progress = progress
 
 
 @dataclass

@@ -29,7 +29,7 @@ from typing import Any
 from simferry.config import RunConfig
 from simferry.engine.handoff import arrived, carry, keep
 from simferry.engine.progress import Progress
-from simferry.engine.results import ModeResult, PhaseResult
+from simferry.engine.results import Mode, ModeResult, PhaseResult
 from simferry.engine.retry import Task, gather, lost_errors, task_failure
 from simferry.errors import Interrupted, RunFailure, UsageError
 from simferry.launchers.base import KnowsCulprit, Launcher
@@ -52,7 +52,7 @@ from simferry.workload.simulation import STEPS
 from simferry.workload.tasks import SimSpec, TrainOutcome
 
 
-class StreamingRun:
+class StreamingRun(Mode):
     """Simulations and trainers at the same time; same contract as ``PhasedRun``."""
 
     def __init__(
@@ -63,11 +63,7 @@ class StreamingRun:
         rundir: RunDir,
         progress: Progress,
     ) -> None:
-        self.cfg = cfg
-        self.launcher = launcher
-        self.transport = transport
-        self.rundir = rundir
-        self.progress = progress
+        super().__init__(cfg, launcher, transport, rundir, progress)
         #: No store to index: the main process forwards each step (``ByValueStream``).
         self.by_value = isinstance(transport, ByValue)
         if not self.by_value and not isinstance(transport, Indexed):
