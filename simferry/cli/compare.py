@@ -179,7 +179,7 @@ def variants(cfg: RunConfig, args: argparse.Namespace) -> list[RunConfig]:
     found = type(cfg.transport).compare_variants
     if not found or any(k in vars(args) for v in found for k in v):
         return [cfg]
-    return [cfg.model_copy(update={"transport": cfg.transport.model_copy(update=v)}) for v in found]
+    return [cfg.model_copy(update={"transport": cfg.transport.variant(v)}) for v in found]
 
 
 def skip_reason(cfg: RunConfig) -> str | None:

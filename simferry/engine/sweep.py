@@ -99,13 +99,13 @@ def point_config(point: Point, options: dict[str, Any], runs_dir: Path) -> RunCo
     if "nodes" in lcls.model_fields:
         launcher["nodes"] = point.nodes
     transport = {k: v for k, v in pick.items() if k in tcls.model_fields}
-    transport.update(point.variant)
     cfg = build(
         workload,
         {**launcher, "name": point.launcher},
         {**transport, "name": point.transport},
         runs_dir=runs_dir,
     )
+    cfg = cfg.model_copy(update={"transport": cfg.transport.variant(dict(point.variant))})
     if cfg.launcher.node_count() != point.nodes:
         return (
             f"the {point.launcher} launcher runs on {cfg.launcher.node_count()} node(s), "

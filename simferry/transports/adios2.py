@@ -596,6 +596,15 @@ class Adios2Config(TransportConfig):
         )
 
     def start(self, ctx: RunContext) -> Adios2Transport:
+        if self.adios2_engine == "sst":
+            # EVPath's socket transport binds INADDR_ANY unconditionally (cmsockets.c,
+            # non_blocking_listen); no SST parameter or environment variable narrows it.
+            print(
+                "simferry: warning: ADIOS2 SST's sockets listen on every interface and take "
+                "no password while this run lasts, so anyone who can reach this host can "
+                "read its samples; use --adios2-engine bp5 on a shared network.",
+                file=sys.stderr,
+            )
         root = make_data_dir(self.root(ctx))
         staged = self.adios2_engine == "sst" and ctx.mode == "phased"
         spec = Adios2Spec(root=root, engine=self.adios2_engine, staged=staged)

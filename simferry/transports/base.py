@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, Self, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -174,6 +174,16 @@ class TransportConfig(BaseModel):
     def describe(self) -> str:
         """The table label of this configuration (a variant may name its connector)."""
         return self.display
+
+    def variant(self, choice: dict[str, Any]) -> Self:
+        """This configuration as the ``compare_variants`` entry ``choice``.
+
+        ``compare`` and ``sweep`` take one set of options for every variant; a variant
+        that has no use for one of them (a data directory, a server URL) drops it here
+        rather than refusing the run, so one ``--data-dir`` reaches the variants that
+        store files and leaves the others as they are.
+        """
+        return self.model_copy(update=choice)
 
     def unavailable_reason(self) -> str | None:
         """Why this transport cannot run here (missing package or server), else ``None``."""

@@ -46,7 +46,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 from pydantic import Field
@@ -294,6 +294,16 @@ class ProxyStoreConfig(TransportConfig):
 
     def describe(self) -> str:
         return f"{self.display} ({self.proxystore_connector})"
+
+    def variant(self, choice: dict[str, Any]) -> Self:
+        picked = super().variant(choice)
+        connector = picked.proxystore_connector
+        return picked.model_copy(
+            update={
+                "data_dir": picked.data_dir if connector == "file" else None,
+                "redis_url": picked.redis_url if connector == "redis" else None,
+            }
+        )
 
     def unavailable_reason(self) -> str | None:
         if not HAVE_PROXYSTORE:
