@@ -91,6 +91,9 @@ class TaskRecord:
     serialize_s: float = 0.0
     transfer_s: float = 0.0
     deserialize_s: float = 0.0
+    #: Trainers: float64 -> float32 into the training buffer, after the read. Not IO, so
+    #: not in ``io_s``: a read is then comparable with the reference's ``np.load``.
+    convert_s: float = 0.0
     bytes: int = 0
     samples: int = 0
     peak_rss: int = 0
@@ -111,6 +114,15 @@ class TaskRecord:
             elapsed = time.perf_counter() - t0
             setattr(self, f"{part}_s", getattr(self, f"{part}_s") + elapsed)
             self.bytes += nbytes
+
+    @contextlib.contextmanager
+    def converting(self) -> Iterator[None]:
+        """Time the float32 conversion of data already read (see ``convert_s``)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.convert_s += time.perf_counter() - t0
 
     def finish(self) -> TaskRecord:
         self.end = time.time()

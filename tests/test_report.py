@@ -70,6 +70,8 @@ def aggregate(run_dir: Path) -> dict[str, float]:
         out[f"{kind}_run"] = max(r["received"] for r in rs) - min(r["submitted"] for r in rs)
         out[f"{kind}_io"] = sum(io) / len(io)
         out[f"{kind}_bw"] = sum(r["bytes"] for r in rs) / sum(io) / 1e9
+    trains = [r for r in recs if r["kind"] == "train"]
+    out["train_convert"] = sum(r["convert_s"] for r in trains) / len(trains)
     return out
 
 
@@ -105,13 +107,15 @@ def test_every_table_figure_equals_the_records(sweep_dir: Path) -> None:
     # table.md has one quantity per column (issue 16), not the reference's "run / IO" pairs.
     for row in ok_rows:
         impl, hosts, nodes, inputs, _gib, sim_run, sim_io, train_run, train_io = row[:9]
-        write_bw, read_bw, startup, n = row[9:]
+        convert, write_bw, read_bw, startup, n = row[9:]
         agg = aggregate(runs[(impl, inputs)])
         assert hosts == "1" and nodes == "1" and n == "1"
         assert close(sim_run, agg["sim_run"], 2), (impl, sim_run, agg)
         assert close(sim_io, agg["sim_io"], 3), (impl, sim_io, agg)
         assert close(train_run, agg["train_run"], 2), (impl, train_run, agg)
         assert close(train_io, agg["train_io"], 3), (impl, train_io, agg)
+        assert close(convert, agg["train_convert"], 3), (impl, convert, agg)
+        assert agg["train_convert"] > 0, "the float32 conversion is timed apart from the reads"
         assert close_sig(write_bw, agg["sim_bw"]), (impl, write_bw, agg)
         assert close_sig(read_bw, agg["train_bw"]), (impl, read_bw, agg)
         assert close(startup, agg["startup"], 2)

@@ -56,3 +56,7 @@ class ModeResult:
 
 def mean_io(records: list[TaskRecord]) -> float:
     return float(np.mean([r.io_s for r in records])) if records else 0.0
+
+
+def mean_convert(records: list[TaskRecord]) -> float:
+    return float(np.mean([r.convert_s for r in records])) if records else 0.0

@@ -335,6 +335,7 @@ def merge(total: TaskRecord | None, part: TaskRecord) -> TaskRecord:
     total.serialize_s += part.serialize_s
     total.transfer_s += part.transfer_s
     total.deserialize_s += part.deserialize_s
+    total.convert_s += part.convert_s
     total.bytes += part.bytes
     total.samples += part.samples
     total.peak_rss = max(total.peak_rss, part.peak_rss)

@@ -542,8 +542,8 @@ class Adios2Config(TransportConfig):
     #: What serialize / transfer / deserialize mean here; reports quote it under the table.
     io_note: ClassVar[str] = (
         "one ADIOS2 stream per simulation, one step per sample, all *transfer*. BP5: "
-        "writing steps to the file (simulations), reading them in step order plus the "
-        "float32 conversion (trainers). SST: in phased runs a simulation only hands its "
+        "writing steps to the file (simulations), reading them in step order "
+        "(trainers). SST: in phased runs a simulation only hands its "
         "steps to its staging writer process (a pipe), and the transfer shows in the "
         "trainers' reads, which also wait for the slowest reader of each stream; in "
         "streaming runs a simulation's puts include waiting for every trainer to join. "

@@ -28,8 +28,8 @@ class FilesystemConfig(TransportConfig):
     io_note: ClassVar[str] = (
         "one .npy file per array. Arrays are written raw (header + bytes), so "
         "serialization and the write are one step, counted as *transfer*: write to a "
-        "temporary file and rename (simulations), memory-map, page in and convert into "
-        "the float32 training buffer (trainers), weights save. *serialize* and "
+        "temporary file and rename (simulations), memory-map with its pages populated "
+        "(trainers), weights save. *serialize* and "
         "*deserialize* are 0."
     )
     data_dir: Path | None = Field(

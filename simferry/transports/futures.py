@@ -127,8 +127,7 @@ class FuturesConfig(TransportConfig):
         "worker (simulation results, trainer weights); *transfer*: the hand-offs, "
         "measured with timestamps (simulation end to its result usable in the main "
         "process, trainer submission to its start with the data as arguments, trainer "
-        "end to result received), plus landing each sample in the float32 training "
-        "buffer; *deserialize*: unpickling the simulations' results inside each "
+        "end to result received); *deserialize*: unpickling the simulations' results inside each "
         "trainer."
     )
     by_value: ClassVar[bool] = True

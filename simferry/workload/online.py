@@ -238,7 +238,7 @@ def stream_trainer_task(transport: Transport, spec: StreamSpec) -> TrainOutcome:
             while cursor.queue and not trainer.full:
                 entry = cursor.queue.popleft()
                 inp, target = read_verified(transport, rec, spec.trainer, entry)
-                with rec.io("transfer"):  # landing in the buffer is where mmaps fault in
+                with rec.converting():
                     trainer.add((entry.sim, entry.step), inp, target)
                 del inp, target
                 fault_point("train", spec.trainer, rec.samples - 1)

@@ -265,8 +265,8 @@ class ProxyStoreConfig(TransportConfig):
     io_note: ClassVar[str] = (
         "pass-by-proxy: each array goes into a ProxyStore Store (np.save bytes), its "
         "proxy rides on the task result. *transfer*: putting arrays into the store "
-        "(simulations), resolving proxies -- fetch and np.load -- plus the float32 "
-        "conversion (trainers), and the hand-offs of the proxies through the launcher, "
+        "(simulations), resolving proxies -- fetch and np.load -- "
+        "(trainers), and the hand-offs of the proxies through the launcher, "
         "timed as for futures; *serialize*/*deserialize*: pickling the proxies, a few "
         "hundred bytes each."
     )

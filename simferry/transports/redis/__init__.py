@@ -476,7 +476,7 @@ class RedisConfig(TransportConfig):
     io_note: ClassVar[str] = (
         "raw array bytes in chunks plus a small JSON header, nothing pickled, so all of "
         "it is *transfer*: one MULTI/EXEC pipeline per sample written (simulations), "
-        "two round trips per sample read plus the float32 conversion (trainers), "
+        "two round trips per sample read (trainers), "
         "weights save."
     )
     redis_url: str | None = Field(
