@@ -59,7 +59,7 @@ cluster-down: $(STAMP)
 	$(PY) -m tests.cluster.emulated down --dir $(CLUSTER_DIR)
 
 test: $(STAMP) system-deps lint typecheck docs
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 bench: $(STAMP)
 	$(PY) bench/transports.py
