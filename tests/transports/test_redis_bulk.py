@@ -7,7 +7,9 @@ a dropped connection, a pipeline longer than its window, and large arrays byte f
 
 from __future__ import annotations
 
+import os
 import pickle
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,3 +201,36 @@ def test_the_redis_py_path_lands_chunks_the_same_way(owner: RedisTransport) -> N
     owner.client.delete(chunk_keys(owner, keys[1])[0])
     with pytest.raises(TransportError, match="is incomplete"):
         owner.get(keys[1])
+
+
+def test_threads_take_turns_and_a_forked_child_connects_anew(owner: RedisTransport) -> None:
+    # 250 chunks each: every read blocks in recv many times, so unguarded threads interleave.
+    arrays = {SampleKey(i, 0, "input"): np.arange(31_250.0) + i for i in range(3)}
+    owner.put_many(list(arrays.items()))
+    failed: list[object] = []
+
+    def reader() -> None:
+        for _ in range(5):
+            try:
+                for key, got in zip(arrays, owner.get_many(list(arrays)), strict=True):
+                    if not np.array_equal(got, arrays[key]):
+                        failed.append(key)
+            except TransportError as exc:
+                failed.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed == []
+    assert owner.bulk is not None
+    inherited = owner.bulk.sock
+    assert inherited is not None
+    pid = os.fork()
+    if pid == 0:  # the child reads on a connection of its own, then leaves without cleanup
+        ok = all(np.array_equal(owner.get(k), v) for k, v in arrays.items())
+        os._exit(0 if ok and owner.bulk.sock is not inherited else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert all(np.array_equal(owner.get(k), v) for k, v in arrays.items()), "parent unharmed"
+    assert owner.bulk.sock is inherited

@@ -16,7 +16,9 @@ as for its other calls. TLS (``rediss://``) stays with redis-py.
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 
 import redis
@@ -47,7 +49,11 @@ def supports(url: str) -> bool:
 
 
 class BulkReader:
-    """One connection that only reads chunks; it (re)connects on first use after a failure."""
+    """One connection that only reads chunks; it (re)connects on first use after a failure.
+
+    Calls from several threads take turns (one connection carries one pipeline at a
+    time), and a forked child opens its own connection rather than share its parent's.
+    """
 
     def __init__(
         self,
@@ -66,6 +72,8 @@ class BulkReader:
         self.timeout = timeout
         self.window = max(2, window_bytes // max(1, chunk_bytes))
         self.sock: socket.socket | None = None
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
         self.pending = bytearray()
         self.pos = 0
         #: Replies read by the current fetch (a retry is safe only before the first).
@@ -180,6 +188,12 @@ class BulkReader:
         """
         if not keys:
             return
+        with self.lock:
+            if self.pid != os.getpid():  # the parent's socket: leave it to the parent
+                self.sock, self.pid = None, os.getpid()
+            self._fetch_retrying(keys, land)
+
+    def _fetch_retrying(self, keys: Sequence[str], land: Land) -> None:
         if self.sock is not None:
             try:
                 self._fetch(keys, land)
