@@ -757,3 +757,22 @@ def test_threads_take_turns_and_a_forked_child_connects_anew(owner: RedisTranspo
     assert os.waitpid(pid, 0)[1] == 0
     assert all(np.array_equal(owner.get(k), v) for k, v in arrays.items()), "parent unharmed"
     assert owner.bulk.sock is inherited
+
+
+def test_a_server_that_stops_answering_is_a_timeout_not_a_hang(
+    owner: RedisTransport, run_ctx: RunContext
+) -> None:
+    owner.put(KEY, np.arange(10.0))
+    spec = owner.config()
+    reader = BulkReader(spec.url, spec.password_value(), timeout=0.5)
+    keys = chunk_keys(owner)
+    (proc,) = servers_under(run_ctx.run_dir)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            reader.fetch(keys, lambda i, size: None)
+        assert time.monotonic() - t0 < 5 and reader.sock is None
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert np.array_equal(owner.get(KEY), np.arange(10.0))

@@ -16,10 +16,11 @@ as for its other calls. TLS (``rediss://``) stays with redis-py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import redis
 from redis.connection import parse_url
@@ -79,43 +80,62 @@ class BulkReader:
         #: Replies read by the current fetch (a retry is safe only before the first).
         self.replies = 0
 
+    @property
+    def where(self) -> str:
+        return self.path or f"{self.address[0]}:{self.address[1]}"
+
     def __repr__(self) -> str:  # never shows the password
-        where = self.path or f"{self.address[0]}:{self.address[1]}"
-        return f"BulkReader({where}, db={self.db})"
+        return f"BulkReader({self.where}, db={self.db})"
 
     # -- connection --------------------------------------------------------------------
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> None:
+        """Connect, log in and select the database; redis-py's exceptions on failure."""
         try:
             if self.path is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock = sock
                 sock.settimeout(min(self.timeout, 10.0))
                 sock.connect(self.path)
             else:
                 sock = socket.create_connection(self.address, timeout=min(self.timeout, 10.0))
+                self.sock = sock
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
+            self.close()
             raise redis.exceptions.ConnectionError(
-                f"cannot connect to {self!r}: {exc.strerror or exc}"
+                f"Error connecting to {self.where}: {exc.strerror or exc}"
             ) from None
         sock.settimeout(self.timeout)
-        self.sock, self.pending, self.pos = sock, bytearray(), 0
-        try:
-            hello = b""
-            if self._password:
-                user = (self.username.encode(),) if self.username else ()
-                hello += command(b"AUTH", *user, self._password.encode())
-            if self.db:
-                hello += command(b"SELECT", str(self.db).encode())
-            if hello:
-                sock.sendall(hello)
+        self.pending, self.pos = bytearray(), 0
+        hello = b""
+        if self._password:
+            user = (self.username.encode(),) if self.username else ()
+            hello += command(b"AUTH", *user, self._password.encode())
+        if self.db:
+            hello += command(b"SELECT", str(self.db).encode())
+        if not hello:
+            return
+        with self._dropped_on_error():
+            sock.sendall(hello)
             if self._password:
                 self._status(redis.exceptions.AuthenticationError)
             if self.db:
                 self._status(redis.exceptions.ResponseError)
+
+    @contextlib.contextmanager
+    def _dropped_on_error(self) -> Iterator[None]:
+        """Close the connection on any failure (it may be out of step), as redis-py errors."""
+        try:
+            yield
+        except TimeoutError:
+            self.close()
+            raise redis.exceptions.TimeoutError("Timeout reading from socket") from None
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise redis.exceptions.ConnectionError(str(exc) or type(exc).__name__) from None
         except BaseException:
             self.close()
             raise
-        return sock
 
     def _status(self, error: type[redis.exceptions.RedisError]) -> None:
         line = self._line()
@@ -209,7 +229,7 @@ class BulkReader:
         assert sock is not None
         self.replies = 0
         error: str | None = None
-        try:
+        with self._dropped_on_error():
             sent = min(len(keys), self.window)
             sock.sendall(b"".join(command(b"GET", k.encode()) for k in keys[:sent]))
             for i in range(len(keys)):
@@ -234,14 +254,8 @@ class BulkReader:
                     error = error or line[1:].decode(errors="replace")
                 else:
                     raise redis.exceptions.ConnectionError(f"unexpected reply {line[:40]!r} to GET")
-        except TimeoutError:
-            self.close()
-            raise redis.exceptions.TimeoutError("Timeout reading from socket") from None
-        except (OSError, ValueError) as exc:
-            self.close()
-            raise redis.exceptions.ConnectionError(str(exc) or type(exc).__name__) from None
-        except BaseException:
-            self.close()
-            raise
         if error is not None:
-            raise redis.exceptions.ResponseError(error)
+            auth = error.startswith(("NOAUTH", "WRONGPASS"))
+            raise (
+                redis.exceptions.AuthenticationError if auth else redis.exceptions.ResponseError
+            )(error)
