@@ -19,7 +19,10 @@ whole sample: ``MGET`` of the headers, then a pipeline of the chunks they name (
 Redis refuses every MULTI while it is over maxmemory, and a full store must stay readable).
 If an overwrite removed a generation while it was being read, the read starts again with
 the new header, so a reader never mixes two writes. Chunks are sent straight from the
-array's memory, and an array of one chunk is read with ``np.frombuffer``, without a copy.
+array's memory. They are read back on a connection of the transport's own (``bulk.py``):
+each reply is received straight into the array being rebuilt, the only copy on this side,
+where redis-py + hiredis made three (bench/redis_vs_fs.py measures both); over TLS
+(``rediss://``) redis-py still reads them.
 
 The private server's security and lifetime are in ``server.py``. With ``--redis-url``
 simferry never stops the server and deletes only its own namespace at the end. The
@@ -57,6 +60,7 @@ try:
     import redis
     from redis.connection import parse_url
 
+    from simferry.transports.redis.bulk import BulkReader, supports
     from simferry.transports.redis.server import MAX_SOCKET_PATH, RedisServer
 except ImportError:  # reported by unavailable_reason(); the transport stays listed
     HAVE_REDIS = False
@@ -70,7 +74,7 @@ DEFAULT_CHUNK = 4 * MIB
 #: as 25 %; plus room for client buffers, the index, the weights and a retried write.
 MEMORY_HEADROOM = 1.3
 MEMORY_EXTRA = 64 * MIB
-#: About this many bytes of chunks are fetched per pipeline (bounds a reader's buffers).
+#: About this many bytes of chunks are requested ahead of the reader (bounds the buffers).
 READ_BATCH = 64 * MIB
 #: Reads of an array that is overwritten while being read, before giving up.
 READ_ATTEMPTS = 10
@@ -164,6 +168,17 @@ class RedisTransport:
         self.server = server
         self.ns = spec.namespace
         self.client = make_client(spec.url, spec.password_value(), retries=3)
+        #: Chunk reads go around redis-py (see ``bulk.py``); TLS stays with redis-py.
+        self.bulk = (
+            BulkReader(
+                spec.url,
+                spec.password_value(),
+                window_bytes=READ_BATCH,
+                chunk_bytes=spec.chunk_bytes,
+            )
+            if supports(spec.url)
+            else None
+        )
         self.closed = False
         #: The owner freed the namespace: nothing of this run is stored any more.
         self.freed = False
@@ -291,50 +306,41 @@ class RedisTransport:
     def _fetch(self, items: list[tuple[str, dict[str, Any]]]) -> list[np.ndarray | None]:
         """Arrays from their headers; ``None`` for one whose generation vanished meanwhile.
 
-        The chunks of all arrays travel in pipelines of about ``READ_BATCH`` bytes; an array
-        of one chunk is used in place (``np.frombuffer``), larger ones are copied together.
+        Each array is allocated once and its chunks land in it in order (``bulk.py``
+        reads them off the socket straight into it; over TLS redis-py's replies are copied
+        in). A chunk that is missing or overruns its array marks the array lost.
         """
-        out: list[np.ndarray | None] = []
-        bufs: list[np.ndarray | None] = []
-        filled: list[int] = []
-        plan: list[tuple[int, str]] = []
-        for j, (name, header) in enumerate(items):
-            dtype, shape = np.dtype(header["dtype"]), tuple(header["shape"])
-            out.append(np.empty(shape, dtype) if header["chunks"] == 0 else None)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            bufs.append(np.empty(nbytes, np.uint8) if header["chunks"] > 1 else None)
-            filled.append(0)
-            plan += [(j, key) for key in self._chunk_keys(name, header)]
+        arrays = [np.empty(tuple(h["shape"]), np.dtype(h["dtype"])) for _, h in items]
+        views = [a.reshape(-1).view(np.uint8).data for a in arrays]
+        filled = [0] * len(items)
+        plan = [j for j, (name, h) in enumerate(items) for _ in range(int(h["chunks"]))]
+        keys = [key for name, h in items for key in self._chunk_keys(name, h)]
         lost: set[int] = set()
-        per_trip = max(1, READ_BATCH // self.spec.chunk_bytes)
-        for start in range(0, len(plan), per_trip):
-            batch = plan[start : start + per_trip]
-            pipe = self.client.pipeline(transaction=False)
-            for _, key in batch:
-                pipe.get(key)
-            for (j, _), chunk in zip(batch, pipe.execute(), strict=True):
-                buf = bufs[j]
-                if chunk is None or j in lost:
-                    lost.add(j)
-                elif buf is None:
-                    out[j] = np.frombuffer(chunk, np.uint8)
-                    filled[j] = len(chunk)
-                elif filled[j] + len(chunk) <= len(buf):
-                    buf[filled[j] : filled[j] + len(chunk)] = np.frombuffer(chunk, np.uint8)
-                    filled[j] += len(chunk)
-                else:
-                    lost.add(j)
-        for j, (_, header) in enumerate(items):
-            dtype, shape = np.dtype(header["dtype"]), tuple(header["shape"])
-            data = bufs[j] if bufs[j] is not None else out[j]
-            if header["chunks"] == 0:
-                continue
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if j in lost or data is None or filled[j] != nbytes:
-                out[j] = None
-            else:
-                out[j] = data.view(dtype).reshape(shape)
-        return out
+
+        def land(i: int, size: int) -> memoryview | None:
+            j = plan[i]
+            if size < 0 or j in lost or filled[j] + size > len(views[j]):
+                lost.add(j)
+                return None
+            filled[j] += size
+            return views[j][filled[j] - size : filled[j]]
+
+        if self.bulk is not None:
+            self.bulk.fetch(keys, land)
+        else:
+            per_trip = max(1, READ_BATCH // self.spec.chunk_bytes)
+            for start in range(0, len(keys), per_trip):
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys[start : start + per_trip]:
+                    pipe.get(key)
+                for i, chunk in enumerate(pipe.execute(), start):
+                    view = land(i, -1 if chunk is None else len(chunk))
+                    if view is not None:
+                        view[:] = chunk
+        return [
+            None if j in lost or filled[j] != len(views[j]) else array
+            for j, array in enumerate(arrays)
+        ]
 
     def exists(self, key: Key) -> bool:
         if self.freed:
@@ -386,6 +392,8 @@ class RedisTransport:
             )
         finally:
             self.client.close()
+            if self.bulk is not None:
+                self.bulk.close()
             if self.server is not None:
                 self.server.stop()
             self.freed = self.owner
