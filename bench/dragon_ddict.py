@@ -14,13 +14,16 @@ Run under the Dragon runtime (it needs one):
    latency, the floor of every operation. Simulation IO is per simulation, as both report it.
 
 1. DDict bandwidth from this process for ~2 MiB and ~20 MiB float64 arrays: one put per
-   array, the same puts streamed in one batch (``start_batch_put``), and gets; best of
-   ``--repeats`` rounds; and simferry's ``put_many`` of one sample's pair, batched or not.
+   array, the same puts streamed in one batch (``start_batch_put``), and gets, pickled
+   (DDict's default) and raw (``RawArrays``); best of ``--repeats`` rounds; and
+   simferry's ``put_many`` of one sample's pair, batched or not.
 2. A bare run: the reference's DragonHPC script with unique keys -- a Dragon pool of
    simulations writing every step to the DDict, then a pool of one trainer reading all of
    it and training -- using simferry's own simulation and training code but none of its
    machinery (records, checksums, run directory, placement, futures).
-3. ``simferry run --launcher dragon --transport ddict`` on the same work, in process.
+3. The reference's own DDict workflow (``bench/reference.py ddict``) and ``simferry run
+   --launcher dragon --transport ddict`` in both layouts on the same work, in process,
+   alternated for ``--e2e-rounds`` rounds; medians and ratios to the reference.
 
 Prints a small table; every figure is seconds unless it says GB/s.
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -190,16 +194,17 @@ def bandwidth(repeats: int) -> list[tuple[str, ...]]:
             for name, client in (("pickled", dd), ("raw", raw)):
                 best = {"put": 1e9, "batch": 1e9, "get": 1e9}
                 for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    for i in range(count):
-                        client[f"a{i}"] = array
-                    best["put"] = min(best["put"], time.perf_counter() - t0)
+                    # Batch first: DDict's batch put pickles whatever the client's pickler.
                     t0 = time.perf_counter()
                     client.start_batch_put()
                     for i in range(count):
                         client[f"a{i}"] = array
                     client.end_batch_put()
                     best["batch"] = min(best["batch"], time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    for i in range(count):
+                        client[f"a{i}"] = array
+                    best["put"] = min(best["put"], time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     for i in range(count):
                         got = client[f"a{i}"]
@@ -323,7 +328,9 @@ def bare_run(num_sims: int, grid: int, step_s: float) -> dict[str, float]:
     }
 
 
-def simferry_run(num_sims: int, grid: int, step_s: float) -> dict[str, float]:
+def simferry_run(
+    num_sims: int, grid: int, step_s: float, layout: str = "sample"
+) -> dict[str, float]:
     from simferry.config import build
     from simferry.engine.run import execute
     from simferry.records import read_summary
@@ -332,7 +339,7 @@ def simferry_run(num_sims: int, grid: int, step_s: float) -> dict[str, float]:
         cfg = build(
             {"num_sims": num_sims, "grid_size": grid, "step_seconds": step_s},
             {"name": "dragon"},
-            {"name": "ddict"},
+            {"name": "ddict", "ddict_layout": layout},
             runs_dir=Path(tmp),
         )
         t0 = time.perf_counter()
@@ -340,6 +347,9 @@ def simferry_run(num_sims: int, grid: int, step_s: float) -> dict[str, float]:
         summary["with_teardown_s"] = time.perf_counter() - t0
     keys = ("sim_run_s", "sim_io_s", "train_run_s", "train_io_s", "wall_s", "with_teardown_s")
     return {k: float(summary[k]) for k in keys}
+
+
+KEYS = ("sim_run_s", "sim_io_s", "train_run_s", "train_io_s", "wall_s")
 
 
 def main() -> None:
@@ -350,6 +360,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=5, help="rounds of the IO patterns")
     p.add_argument("--patterns", action="store_true", help="only the IO patterns (part 0)")
+    p.add_argument("--e2e-rounds", type=int, default=2, help="rounds of whole workflows")
     args = p.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print_patterns(patterns(args.num_sims, args.grid_size, args.rounds))
@@ -362,17 +373,42 @@ def main() -> None:
     for label, plain, batched in pair_bandwidth(args.repeats):
         print(f"| {label} | {plain:.2f} | {batched:.2f} |")
     work = (args.num_sims, args.grid_size, args.step_seconds)
-    bare = bare_run(*work)
-    ours = simferry_run(*work)
-    print(f"\nnum_sims {args.num_sims}, grid {args.grid_size}, step {args.step_seconds} s")
-    print("| | sim run / IO | train run / IO | wall (to results) | with teardown |")
-    print("|---|---|---|---|---|")
-    for name, r in (("bare Dragon + DDict", bare), ("simferry Dragon + DDict", ours)):
+    runs: dict[str, list[dict[str, float]]] = {}
+    runs["bare Dragon + DDict (a value per array)"] = [bare_run(*work)]
+    # The reference's workflow beside simferry's, alternated round by round.
+    sys.path.insert(0, str(Path(__file__).parent))
+    import cloudpickle
+    import reference
+
+    cloudpickle.register_pickle_by_value(reference)  # Dragon's pool workers lack bench/
+    for _ in range(args.e2e_rounds):
+        for name, run in (
+            ("reference Dragon + DDict", lambda: reference.run_ddict(*work, 1)),
+            ("simferry, --ddict-layout sample", lambda: simferry_run(*work)),
+            ("simferry, --ddict-layout simulation", lambda: simferry_run(*work, "simulation")),
+        ):
+            r = run()
+            print(name, " ".join(f"{k}={v:.4f}" for k, v in r.items()), flush=True)
+            runs.setdefault(name, []).append(r)
+    ref = {k: float(np.median([r[k] for r in runs["reference Dragon + DDict"]])) for k in KEYS}
+    print(
+        f"\nnum_sims {args.num_sims}, grid {args.grid_size}, step {args.step_seconds} s, "
+        f"medians of {args.e2e_rounds} alternated rounds (the bare run: once)"
+    )
+    print("| | sim run / IO | sim IO x ref | train run / IO | train IO x ref | wall |")
+    print("|---|---|---|---|---|---|")
+    for name, rs in runs.items():
+        m = {k: float(np.median([r[k] for r in rs])) for k in KEYS}
         print(
-            f"| {name} | {r['sim_run_s']:.2f} / {r['sim_io_s']:.3f} | "
-            f"{r['train_run_s']:.2f} / {r['train_io_s']:.3f} | {r['wall_s']:.2f} | "
-            f"{r['with_teardown_s']:.2f} |"
+            f"| {name} | {m['sim_run_s']:.2f} / {m['sim_io_s']:.3f} | "
+            f"{m['sim_io_s'] / ref['sim_io_s']:.2f} | {m['train_run_s']:.2f} / "
+            f"{m['train_io_s']:.3f} | {m['train_io_s'] / ref['train_io_s']:.2f} | "
+            f"{m['wall_s']:.2f} |"
         )
+    print(
+        "(train IO: the reference's and the bare run's are gets only; simferry's includes "
+        "landing the data in its float32 buffer, see the patterns table for reads alone)"
+    )
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 

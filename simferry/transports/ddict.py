@@ -42,6 +42,7 @@ import contextlib
 import io
 import json
 import math
+import pickle
 import shutil
 import signal
 import threading
@@ -95,6 +96,7 @@ class RawArrays:
     """DDict value serializer (``DDict.pickler``): numpy arrays as ``.npy`` header + raw bytes.
 
     A value is one array, or a bundle (a dict of named arrays: a simulation's samples).
+    DDict's batch put ignores the client's pickler and pickles; ``load`` reads those too.
     DDict calls ``dump(value, file=...)`` and ``load(file=...)`` with its stream
     adapters; each ``write`` goes out as it is, so an array's buffer is sent without a
     copy, and ``read(n)`` returns exactly ``n`` bytes.
@@ -122,14 +124,33 @@ class RawArrays:
 
     @staticmethod
     def load(file: Any) -> np.ndarray | dict[str, np.ndarray]:
-        if file.read(1) == ARRAY:
+        first = file.read(1)
+        if first == ARRAY:
             return read_array(file)
+        if first == PICKLE:  # a batch put: DDict pickles those whatever the client's pickler
+            return pickle.load(Unread(first, file))
         head = json.loads(file.read(int.from_bytes(file.read(4), "little")))
         arrays = [read_array(file) for _ in range(head["arrays"])]
         return {name: arrays[slot] for name, slot in head["slots"].items()}
 
 
-ARRAY, BUNDLE = b"A", b"B"
+ARRAY, BUNDLE, PICKLE = b"A", b"B", pickle.PROTO
+
+
+class Unread:
+    """A stream with the byte ``load`` looked at put back in front, for ``pickle.load``."""
+
+    def __init__(self, first: bytes, file: Any) -> None:
+        self.first = first
+        self.file = file
+
+    def read(self, n: int) -> bytes:
+        first, self.first = self.first, b""
+        return first + self.file.read(n - len(first)) if n > len(first) else first
+
+    def readline(self) -> bytes:
+        first, self.first = self.first, b""
+        return first + self.file.readline()
 
 
 def write_array(file: Any, value: np.ndarray) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import subprocess
 import sys
 from collections import Counter
@@ -125,6 +126,13 @@ def test_raw_arrays_bundle_sends_an_array_given_twice_once() -> None:
         assert got[name].dtype == array.dtype and np.array_equal(got[name], array)
 
 
+def test_raw_arrays_read_what_a_batch_put_pickled() -> None:
+    array = np.arange(100.0).reshape(10, 10)
+    stream = Stream()
+    stream.write(pickle.dumps(array, protocol=pickle.HIGHEST_PROTOCOL))
+    assert np.array_equal(RawArrays.load(stream), array)
+
+
 def test_raw_arrays_refuse_objects() -> None:
     with pytest.raises(TypeError, match="numeric arrays only"):
         RawArrays.dump(np.array([object()]), Stream())
@@ -146,8 +154,6 @@ def test_simulation_layout_refuses_streaming_and_sizes_for_a_whole_simulation(
 
 @in_dragon
 def test_simulation_layout_stores_a_simulation_when_it_ends_in_dragon(tmp_path: Path) -> None:
-    import pickle
-
     grid = 64
     owner = DDictConfig(ddict_layout="simulation").start(
         RunContext(tmp_path, "t", dataset_bytes(2, grid))
@@ -213,6 +219,7 @@ def test_default_size_stores_an_awkward_grid_in_dragon(tmp_path: Path, batch: bo
                 ]
                 owner.put_many(pair)  # type: ignore[arg-type]
         assert len(owner.keys("s")) == 2 * num_sims * STEPS
+        assert np.array_equal(owner.get(pair[1][0]), pair[1][1])  # batched puts read back
         stats = owner.stats()
         assert len(stats) == 2 and all(s.total_used_bytes < s.total_bytes for s in stats)
     finally:
