@@ -9,13 +9,14 @@ Run under the Dragon runtime (it needs one):
    targets as Python lists; the trainer gets each value, timed apart from its float32
    conversion) against simferry's ``DDictTransport`` (a ``put_many`` of each sample's
    pair; a ``get_many`` per sample in manifest order, timed apart from ``fill`` and the
-   checksum), with values pickled as DDict does by default, raw (``RawArrays``), and raw
-   in one bundle per simulation (``--ddict-layout simulation``); and tiny-value put/get
+   checksum), with values pickled as DDict does (and simferry does), raw (simferry's
+   ``RawArrays``), and in one ``RawArrays`` bundle per simulation (``--ddict-layout
+   simulation``); and tiny-value put/get
    latency, the floor of every operation. Simulation IO is per simulation, as both report it.
 
 1. DDict bandwidth from this process for ~2 MiB and ~20 MiB float64 arrays: one put per
    array, the same puts streamed in one batch (``start_batch_put``), and gets, pickled
-   (DDict's default) and raw (``RawArrays``); best of ``--repeats`` rounds; and
+   (DDict's default, which simferry keeps for single arrays) and raw (``RawArrays``); best of ``--repeats`` rounds; and
    simferry's ``put_many`` of one sample's pair, batched or not.
 2. A bare run: the reference's DragonHPC script with unique keys -- a Dragon pool of
    simulations writing every step to the DDict, then a pool of one trainer reading all of
@@ -48,7 +49,7 @@ def patterns(num_sims: int, grid: int, rounds: int) -> list[dict[str, float]]:
 
     from simferry.records import dataset_bytes
     from simferry.transports.base import RunContext, SampleKey
-    from simferry.transports.ddict import DDictConfig, bundle_key
+    from simferry.transports.ddict import DDictConfig, RawArrays, bundle_key
     from simferry.workload import training
     from simferry.workload.simulation import simulate
     from simferry.workload.tasks import checksum
@@ -92,9 +93,11 @@ def patterns(num_sims: int, grid: int, rounds: int) -> list[dict[str, float]]:
                 # simferry: put_many per sample, get_many per sample, pickled and raw.
                 for name in ("pickled", "raw", "bundle"):
                     owner.by_sim = name == "bundle"
-                    if name == "pickled":  # DDict's default serializer, as before RawArrays
+                    if name == "raw":  # the same client, its handles serializing raw
                         kept.append(owner._handles)
-                        saved, owner._raw, owner._handles = owner._raw, dd, {}
+                        raw = dd.pickler(value_pickler=RawArrays)
+                        owner._handles = {m: raw.manager(m) for m in range(owner.managers)}
+                        kept += [raw, owner._handles]
                     io = []
                     manifest = []
                     for k, samples in enumerate(sims):
@@ -128,9 +131,8 @@ def patterns(num_sims: int, grid: int, rounds: int) -> list[dict[str, float]]:
                             owner.delete(SampleKey(k, step, "input"))
                             owner.delete(SampleKey(k, step, "target"))
                     del buf
-                    if name == "pickled":
-                        kept.append(owner._handles)
-                        owner._raw, owner._handles = saved, kept[-2]
+                    if name == "raw":
+                        owner._handles = kept[-3]
                 # Latency floor: a 16-byte value's put and get, median of 20.
                 owner.by_sim = False
                 small = np.zeros(2, dtype=np.int64)
@@ -164,7 +166,7 @@ def print_patterns(rows: list[dict[str, float]]) -> None:
         ("ref", "reference: 2 values per sim"),
         ("pickled", "simferry, pickled values"),
         ("raw", "simferry, RawArrays"),
-        ("bundle", "simferry, RawArrays, --ddict-layout simulation"),
+        ("bundle", "simferry, --ddict-layout simulation"),
     ):
         sim, read = med[f"{name}_sim_io"], med[f"{name}_read_io"]
         print(
@@ -177,7 +179,7 @@ def print_patterns(rows: list[dict[str, float]]) -> None:
 def bandwidth(repeats: int) -> list[tuple[str, ...]]:
     """GB/s of put, batched put and get for ~2 MiB and ~20 MiB arrays, pickled and raw.
 
-    Pickled is DDict's default (cloudpickle); raw is simferry's ``RawArrays`` serializer.
+    Pickled is DDict's default (cloudpickle); raw is simferry's ``RawArrays``.
     Each figure is the best of ``repeats`` rounds; the variants alternate within a round.
     """
     from dragon.data.ddict import DDict

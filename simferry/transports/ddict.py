@@ -23,13 +23,15 @@ brings DDict IO near the reference's (which puts each simulation's ten inputs an
 targets as two lists). A client sees its own held samples (it stores them before it
 reads); other clients see a simulation once it ends, as in phased mode.
 
-Values are not pickled: ``RawArrays`` writes a ``.npy`` header and the array's own
-buffer into DDict's stream, and reads the buffer back into one ``bytes`` that the
-returned (read-only) array views. cloudpickle, DDict's default, copied a 2 MiB array
-twice more on each side and halved get bandwidth (``bench/dragon_ddict.py``).
+A sample's array is pickled by DDict (cloudpickle, protocol 5): ``RawArrays`` (a
+``.npy`` header and the array's own buffer, through ``DDict.pickler``) was not faster
+for single arrays here -- slower per sample and for 20 MiB, faster only for 2 MiB gets
+in one table (``bench/results/ddict``). Bundles go through
+``RawArrays``, which sends an array held under two names once; that is what the
+whole-workflow figures in ``bench/results/ddict`` measured.
 
 Streaming index (``--mode streaming``): a key per record, ``index/s<sim>/<position>``,
-holding one 16-byte record (``transports/index.py``, stored as a uint8 array) on manager ``sim mod managers``.
+holding one 16-byte record (``transports/index.py``) on manager ``sim mod managers``.
 Positions 0-9 are the steps and position 10 the end marker, so a trainer knows the one
 key to try next for each simulation: a poll is one small get per unfinished simulation,
 and a retried simulation rewrites the same keys with the same bytes. DDict has no
@@ -42,7 +44,6 @@ import contextlib
 import io
 import json
 import math
-import pickle
 import shutil
 import signal
 import threading
@@ -96,7 +97,7 @@ class RawArrays:
     """DDict value serializer (``DDict.pickler``): numpy arrays as ``.npy`` header + raw bytes.
 
     A value is one array, or a bundle (a dict of named arrays: a simulation's samples).
-    DDict's batch put ignores the client's pickler and pickles; ``load`` reads those too.
+    DDict's batch put ignores the client's pickler and pickles, so bundles never go by one.
     DDict calls ``dump(value, file=...)`` and ``load(file=...)`` with its stream
     adapters; each ``write`` goes out as it is, so an array's buffer is sent without a
     copy, and ``read(n)`` returns exactly ``n`` bytes.
@@ -124,33 +125,17 @@ class RawArrays:
 
     @staticmethod
     def load(file: Any) -> np.ndarray | dict[str, np.ndarray]:
-        first = file.read(1)
-        if first == ARRAY:
+        kind = file.read(1)
+        if kind == ARRAY:
             return read_array(file)
-        if first == PICKLE:  # a batch put: DDict pickles those whatever the client's pickler
-            return pickle.load(Unread(first, file))
+        if kind != BUNDLE:  # DDict's batch put pickles whatever the client's pickler
+            raise ValueError("a DDict value not written by RawArrays (a batch put?)")
         head = json.loads(file.read(int.from_bytes(file.read(4), "little")))
         arrays = [read_array(file) for _ in range(head["arrays"])]
         return {name: arrays[slot] for name, slot in head["slots"].items()}
 
 
-ARRAY, BUNDLE, PICKLE = b"A", b"B", pickle.PROTO
-
-
-class Unread:
-    """A stream with the byte ``load`` looked at put back in front, for ``pickle.load``."""
-
-    def __init__(self, first: bytes, file: Any) -> None:
-        self.first = first
-        self.file = file
-
-    def read(self, n: int) -> bytes:
-        first, self.first = self.first, b""
-        return first + self.file.read(n - len(first)) if n > len(first) else first
-
-    def readline(self) -> bytes:
-        first, self.first = self.first, b""
-        return first + self.file.readline()
+ARRAY, BUNDLE = b"A", b"B"
 
 
 def write_array(file: Any, value: np.ndarray) -> None:
@@ -227,10 +212,11 @@ class DDictTransport:
         self.batch = batch
         self.by_sim = by_sim
         self.owner = owner
-        #: The client all manager handles are made from: it serializes with ``RawArrays``.
+        #: The client bundle handles are made from: it serializes with ``RawArrays``.
         #: Kept for the transport's life: a DDict copy detaches shared channels when freed.
         self._raw = dd.pickler(value_pickler=RawArrays)
         self._handles: dict[int, Any] = {}
+        self._bundle_handles: dict[int, Any] = {}
         #: ``by_sim``: samples put but not stored yet, by simulation, and the simulations
         #: this client stored (a later put to one of them merges into its bundle).
         self._pending: dict[int, dict[str, np.ndarray]] = {}
@@ -260,7 +246,7 @@ class DDictTransport:
             if self.by_sim and isinstance(key, SampleKey):
                 return self._from_bundle(key)
             with translated(key.name()):
-                return self._handle(key)[key.name()]
+                return np.asarray(self._handle(key)[key.name()])
         except KeyError:
             raise KeyNotFoundError(f"{key.name()} is not in the DDict.") from None
 
@@ -310,7 +296,7 @@ class DDictTransport:
         if sim in self._stored:  # stored before (a read flushed it): keep what is there
             bundle = {**self._bundle(sim), **bundle}
         with translated(f"the samples of simulation {sim}"):
-            self._manager(sim % self.managers)[bundle_key(sim)] = bundle
+            self._bundles(sim)[bundle_key(sim)] = bundle
         self._stored.add(sim)
         if self._cached is not None and self._cached[0] == sim:
             self._cached = None
@@ -324,7 +310,7 @@ class DDictTransport:
         """Simulation ``sim``'s stored bundle (empty when there is none)."""
         try:
             with translated(f"the samples of simulation {sim}"):
-                return dict(self._manager(sim % self.managers)[bundle_key(sim)])
+                return dict(self._bundles(sim)[bundle_key(sim)])
         except KeyError:
             return {}
 
@@ -365,7 +351,7 @@ class DDictTransport:
             bundle = self._bundle(key.sim)
             if bundle.pop(key.name(), None) is None:
                 return
-            handle = self._manager(key.sim % self.managers)
+            handle = self._bundles(key.sim)
             with translated(f"the samples of simulation {key.sim}"):
                 if bundle:
                     handle[bundle_key(key.sim)] = bundle
@@ -406,10 +392,10 @@ class DDictTransport:
             self._flush_all()
         self._closed = True
         self._cached = None
-        for handle in self._handles.values():
+        for handle in [*self._handles.values(), *self._bundle_handles.values()]:
             with contextlib.suppress(Exception):
                 handle.detach()
-        self._handles = {}
+        self._handles, self._bundle_handles = {}, {}
         if not self.owner:
             with contextlib.suppress(Exception):
                 self._dd.detach()
@@ -440,15 +426,22 @@ class DDictTransport:
         """The client directed at manager ``m`` (one attachment per manager, reused)."""
         if m not in self._handles:
             with translated("a manager connection"):
-                self._handles[m] = self._raw.manager(m)
+                self._handles[m] = self._dd.manager(m)
         return self._handles[m]
+
+    def _bundles(self, sim: int) -> Any:
+        """The ``RawArrays`` client directed at simulation ``sim``'s manager."""
+        m = sim % self.managers
+        if m not in self._bundle_handles:
+            with translated("a manager connection"):
+                self._bundle_handles[m] = self._raw.manager(m)
+        return self._bundle_handles[m]
 
     def publish(self, entry: Published) -> None:
         """Store one index record (streaming mode; see the module docstring)."""
         position = entry.checksum if entry.step == END else entry.step
         with translated(f"the index record of (sim {entry.sim}, step {entry.step})"):
-            record = np.frombuffer(entry.pack(), dtype=np.uint8)
-            self._manager(entry.sim % self.managers)[index_key(entry.sim, position)] = record
+            self._manager(entry.sim % self.managers)[index_key(entry.sim, position)] = entry.pack()
 
     def subscribe(self, num_sims: int) -> DDictIndexReader:
         return DDictIndexReader(self, num_sims)
@@ -488,7 +481,7 @@ class DDictIndexReader:
                         raw = handle[index_key(sim, position)]
                 except KeyError:
                     break  # not published yet
-                entry = unpack(raw.tobytes())[0][0]
+                entry = unpack(bytes(raw))[0][0]
                 found.append(entry)
                 position += 1
                 self.next[sim] = position

@@ -126,13 +126,6 @@ def test_raw_arrays_bundle_sends_an_array_given_twice_once() -> None:
         assert got[name].dtype == array.dtype and np.array_equal(got[name], array)
 
 
-def test_raw_arrays_read_what_a_batch_put_pickled() -> None:
-    array = np.arange(100.0).reshape(10, 10)
-    stream = Stream()
-    stream.write(pickle.dumps(array, protocol=pickle.HIGHEST_PROTOCOL))
-    assert np.array_equal(RawArrays.load(stream), array)
-
-
 def test_raw_arrays_refuse_objects() -> None:
     with pytest.raises(TypeError, match="numeric arrays only"):
         RawArrays.dump(np.array([object()]), Stream())
