@@ -126,7 +126,7 @@ def patterns(num_sims: int, grid: int, rounds: int) -> list[dict[str, float]]:
                     row[f"{name}_read_io"], row[f"{name}_convert"] = read, convert
                     for k, step, _ in manifest:
                         if owner.by_sim and step == 0:
-                            owner._manager(k % owner.managers).pop(bundle_key(k))
+                            owner._bundles(k).pop(bundle_key(k))
                         elif not owner.by_sim:
                             owner.delete(SampleKey(k, step, "input"))
                             owner.delete(SampleKey(k, step, "target"))

@@ -24,9 +24,9 @@ targets as two lists). A client sees its own held samples (it stores them before
 reads); other clients see a simulation once it ends, as in phased mode.
 
 A sample's array is pickled by DDict (cloudpickle, protocol 5): ``RawArrays`` (a
-``.npy`` header and the array's own buffer, through ``DDict.pickler``) was not faster
-for single arrays here -- slower per sample and for 20 MiB, faster only for 2 MiB gets
-in one table (``bench/results/ddict``). Bundles go through
+``.npy`` header and the array's own buffer, through ``DDict.pickler``) measured both
+slower (load 14-28) and faster (load 9) than pickling single arrays on this shared
+2-core machine (``bench/results/ddict``), so they keep DDict's default. Bundles go through
 ``RawArrays``, which sends an array held under two names once; that is what the
 whole-workflow figures in ``bench/results/ddict`` measured.
 
