@@ -9,6 +9,13 @@ two ways, reproduced here as they are written there:
 - ``filesystem``: each simulation ``np.save``s its stacked inputs and its stacked targets
   as one file each after its last step; each trainer ``np.load``s every file, copies it
   (``np.array``), converts it to a float32 tensor, and ``torch.cat``s the lists.
+- ``ddict`` (run it under Dragon: ``dragon -s bench/reference.py ddict``): a DDict with 2
+  managers (sized from the data, not half the node's memory); a Dragon pool of simulations
+  (``min(cores, sims)`` workers, the DDict handed over by the pool initializer) each puts
+  its ten inputs and its ten targets as two Python lists after its last step (16 puts for
+  8 simulations); one trainer (a pool of one: no GPUs here) iterates the DDict's keys and
+  gets each list (16 gets), its IO timed around the get only, as there; the float32
+  conversion is timed apart (``convert_s``); the weights are put back into the DDict.
 
 Only the data path is the reference's: workers, torch warm-up, the simulation and the
 training loop are simferry's own (process pools forked like ``--launcher local``, torch
@@ -117,14 +124,112 @@ def trainer(
     return start, io_s, time.time(), peak, convert_s
 
 
+def ddict_setup(dd: Any) -> None:
+    import multiprocessing as mp
+
+    me = mp.current_process()
+    me.stash = {"ddict": dd}  # type: ignore[attr-defined]
+
+
+def ddict_simulation(sim: int, num_sims: int, grid: int, step_s: float) -> float:
+    import multiprocessing as mp
+
+    from simferry.workload.simulation import simulate
+
+    dd = mp.current_process().stash["ddict"]  # type: ignore[attr-defined]
+    inputs, outputs = [], []
+    for s in simulate(sim, num_sims, grid, step_s):
+        inputs.append(s.input)
+        outputs.append(s.target)
+    t0 = time.perf_counter()
+    dd[f"inputs_{sim}"] = inputs
+    dd[f"outputs_{sim}"] = outputs
+    return time.perf_counter() - t0
+
+
+def ddict_trainer(trainer: int) -> tuple[float, float, int]:
+    """One reference trainer on the DDict: (get seconds, conversion seconds, peak RSS)."""
+    import multiprocessing as mp
+
+    import torch
+
+    from simferry.workload.training import set_threads, train_epoch
+
+    set_threads(1)
+    dd = mp.current_process().stash["ddict"]  # type: ignore[attr-defined]
+    ins, outs = [], []
+    io_s = convert_s = 0.0
+    for key in dd.keys():  # noqa: SIM118 -- as the reference iterates
+        if isinstance(key, str) and key.startswith(("inputs", "outputs")):
+            t0 = time.perf_counter()
+            arrays = dd[key]
+            t1 = time.perf_counter()
+            tensor = torch.from_numpy(np.array(arrays)).unsqueeze(1).float()
+            (ins if key.startswith("inputs") else outs).append(tensor)
+            io_s += t1 - t0
+            convert_s += time.perf_counter() - t1
+    t0 = time.perf_counter()
+    inputs, targets = torch.cat(ins, dim=0), torch.cat(outs, dim=0)
+    convert_s += time.perf_counter() - t0
+    del ins, outs
+    result = train_epoch(trainer, Tensors(inputs, targets))
+    t0 = time.perf_counter()
+    dd[f"model_{trainer}"] = result.model.state_dict()
+    io_s += time.perf_counter() - t0
+    return io_s, convert_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_ddict(num_sims: int, grid: int, step_s: float, trainers: int) -> dict[str, float]:
+    """The reference's Dragon + DDict workflow; must run inside the Dragon runtime."""
+    from dragon.data.ddict import DDict
+    from dragon.native.machine import System, current
+    from dragon.native.pool import Pool
+
+    from simferry.records import dataset_bytes
+    from simferry.transports.ddict import manager_bytes
+
+    t_start = time.perf_counter()
+    dd = DDict(2, 1, 2 * manager_bytes(dataset_bytes(num_sims, grid), 2))
+    try:
+        workers = min(current().num_cpus * System().nnodes, num_sims)
+        t0 = time.perf_counter()
+        pool = Pool(workers, initializer=ddict_setup, initargs=(dd,))
+        args = [(k, num_sims, grid, step_s) for k in range(num_sims)]
+        sim_io = [r.get() for r in [pool.apply_async(ddict_simulation, a) for a in args]]
+        pool.close()
+        pool.join()
+        sim_run = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pool = Pool(trainers, initializer=ddict_setup, initargs=(dd,))
+        outs = [r.get() for r in [pool.apply_async(ddict_trainer, (i,)) for i in range(trainers)]]
+        pool.close()
+        pool.join()
+        train_run = time.perf_counter() - t0
+    finally:
+        dd.destroy()
+    return {
+        "sim_run_s": sim_run,
+        "sim_io_s": float(np.mean(sim_io)),
+        "train_run_s": train_run,
+        "train_io_s": float(np.mean([o[0] for o in outs])),
+        "convert_s": float(np.mean([o[1] for o in outs])),
+        "trainer_rss": max(o[2] for o in outs),
+        "wall_s": time.perf_counter() - t_start,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("transport", choices=["futures", "filesystem"])
+    p.add_argument("transport", choices=["futures", "filesystem", "ddict"])
     p.add_argument("--num-sims", type=int, default=8)
     p.add_argument("--grid-size", type=int, default=512)
     p.add_argument("--step-seconds", type=float, default=0.5)
     p.add_argument("--trainers", type=int, default=1)
     a = p.parse_args()
+    if a.transport == "ddict":
+        r = run_ddict(a.num_sims, a.grid_size, a.step_seconds, a.trainers)
+        print("reference " + " ".join(f"{k}={v:.4f}" for k, v in r.items()))
+        return
     t_start = time.perf_counter()
     by_value = a.transport == "futures"
     data = tempfile.mkdtemp(prefix="reference-", dir=os.environ.get("TMPDIR"))

@@ -13,6 +13,23 @@ power of two (a 300x300 float64 array uses 1.46x its bytes, 512x512 exactly 1x),
 DDict's minimum is 3 MiB per manager. Untouched pool pages cost no memory, so the bound is
 generous in address space only.
 
+Layout (``--ddict-layout``): ``sample`` stores each array as its own value, readable as
+soon as it is put. ``simulation`` (phased mode only) holds a simulation's samples in the
+writer, by reference, and stores them at its last step as one *bundle* value,
+``s<sim>/samples`` on manager ``sim mod managers``; a trainer reads a bundle in one get
+and hands its arrays out one by one. Each DDict operation costs a round trip of
+milliseconds on a busy node, so 2 operations per simulation instead of 40 is what
+brings DDict IO near the reference's (which puts each simulation's ten inputs and ten
+targets as two lists). A client sees its own held samples (it stores them before it
+reads); other clients see a simulation once it ends, as in phased mode.
+
+A sample's array is pickled by DDict (cloudpickle, protocol 5): ``RawArrays`` (a
+``.npy`` header and the array's own buffer, through ``DDict.pickler``) measured both
+slower (load 14-28) and faster (load 9) than pickling single arrays on this shared
+2-core machine (``bench/results/ddict``), so they keep DDict's default. Bundles go through
+``RawArrays``, which sends an array held under two names once; that is what the
+whole-workflow figures in ``bench/results/ddict`` measured.
+
 Streaming index (``--mode streaming``): a key per record, ``index/s<sim>/<position>``,
 holding one 16-byte record (``transports/index.py``) on manager ``sim mod managers``.
 Positions 0-9 are the steps and position 10 the end marker, so a trainer knows the one
@@ -24,6 +41,9 @@ blocking read, so polls back off from 2 to 50 ms while nothing is new.
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import math
 import shutil
 import signal
 import threading
@@ -32,6 +52,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from numpy.lib import format as fmt
 from pydantic import ByteSize, Field
 
 from simferry.errors import UsageError
@@ -58,16 +79,85 @@ TIMEOUT_S = 60.0
 DESTROY_S = 30.0
 
 
-def manager_bytes(data_bytes: int, managers: int) -> int:
+def manager_bytes(data_bytes: int, managers: int, by_sim: bool = False) -> int:
     """Pool size per manager for ``data_bytes`` of samples placed round-robin.
 
-    Each manager holds at most ``ceil(samples / managers)`` samples, i.e. its share plus
-    one sample; a run has at least ``STEPS`` samples, so a sample is at most a tenth of
-    the data. Power-of-two blocks can take up to twice a value's bytes.
+    Each manager holds at most its share plus one value: a sample (a run has at least
+    ``STEPS`` samples, so a sample is at most a tenth of the data) or, with ``by_sim``, a
+    simulation's bundle (at most all the data: the run's simulation count is not known
+    here). Power-of-two blocks can take up to twice a value's bytes.
     """
-    load = 2 * (data_bytes / managers + data_bytes / STEPS)
+    largest = data_bytes if by_sim else data_bytes / STEPS
+    load = 2 * (data_bytes / managers + largest)
     need = (load + ALLOWANCE_BYTES) / FULL_THRESHOLD + RESERVED_BYTES
     return max(MIN_MANAGER_BYTES, int(need))
+
+
+class RawArrays:
+    """DDict value serializer (``DDict.pickler``): numpy arrays as ``.npy`` header + raw bytes.
+
+    A value is one array, or a bundle (a dict of named arrays: a simulation's samples).
+    DDict's batch put ignores the client's pickler and pickles, so bundles never go by one.
+    DDict calls ``dump(value, file=...)`` and ``load(file=...)`` with its stream
+    adapters; each ``write`` goes out as it is, so an array's buffer is sent without a
+    copy, and ``read(n)`` returns exactly ``n`` bytes.
+    """
+
+    @staticmethod
+    def dump(value: np.ndarray | dict[str, np.ndarray], file: Any) -> None:
+        if not isinstance(value, dict):
+            file.write(ARRAY)
+            write_array(file, value)
+            return
+        # An array given under several names (a step's target is the next step's input:
+        # the same object) is sent once; every name still maps to its own bytes.
+        slots: dict[int, int] = {}
+        unique: list[np.ndarray] = []
+        for array in value.values():
+            if id(array) not in slots:
+                slots[id(array)] = len(unique)
+                unique.append(array)
+        table = {name: slots[id(array)] for name, array in value.items()}
+        head = json.dumps({"slots": table, "arrays": len(unique)}).encode()
+        file.write(BUNDLE + len(head).to_bytes(4, "little") + head)
+        for array in unique:
+            write_array(file, array)
+
+    @staticmethod
+    def load(file: Any) -> np.ndarray | dict[str, np.ndarray]:
+        kind = file.read(1)
+        if kind == ARRAY:
+            return read_array(file)
+        if kind != BUNDLE:  # DDict's batch put pickles whatever the client's pickler
+            raise ValueError("a DDict value not written by RawArrays (a batch put?)")
+        head = json.loads(file.read(int.from_bytes(file.read(4), "little")))
+        arrays = [read_array(file) for _ in range(head["arrays"])]
+        return {name: arrays[slot] for name, slot in head["slots"].items()}
+
+
+ARRAY, BUNDLE = b"A", b"B"
+
+
+def write_array(file: Any, value: np.ndarray) -> None:
+    array = np.asarray(value)
+    if not array.flags.c_contiguous:
+        array = np.array(array, order="C")
+    if array.dtype.hasobject:
+        raise TypeError("the DDict transport stores numeric arrays only, not objects")
+    header = io.BytesIO()
+    fmt.write_array_header_1_0(header, fmt.header_data_from_array_1_0(array))
+    file.write(header.getvalue())
+    if array.nbytes:
+        file.write(array.reshape(-1).view(np.uint8).data)
+
+
+def read_array(file: Any) -> np.ndarray:
+    """The array, read-only: a view of the one ``bytes`` its data arrived in."""
+    fmt.read_magic(file)
+    shape, _, dtype = fmt.read_array_header_1_0(file)  # always C order, as written
+    count = math.prod(shape)
+    data = file.read(count * dtype.itemsize) if count else b""
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
 
 
 def placement(key: Key, managers: int) -> int:
@@ -109,13 +199,30 @@ class DDictTransport:
     """A DDict client; ``owner`` is the process that created the dictionary."""
 
     def __init__(
-        self, dd: Any, managers: int, batch: bool, owner: bool = False, home: Path | None = None
+        self,
+        dd: Any,
+        managers: int,
+        batch: bool,
+        owner: bool = False,
+        home: Path | None = None,
+        by_sim: bool = False,
     ) -> None:
         self._dd = dd
         self.managers = managers
         self.batch = batch
+        self.by_sim = by_sim
         self.owner = owner
+        #: The client bundle handles are made from: it serializes with ``RawArrays``.
+        #: Kept for the transport's life: a DDict copy detaches shared channels when freed.
+        self._raw = dd.pickler(value_pickler=RawArrays)
         self._handles: dict[int, Any] = {}
+        self._bundle_handles: dict[int, Any] = {}
+        #: ``by_sim``: samples put but not stored yet, by simulation, and the simulations
+        #: this client stored (a later put to one of them merges into its bundle).
+        self._pending: dict[int, dict[str, np.ndarray]] = {}
+        self._stored: set[int] = set()
+        #: ``by_sim``: the bundle last read; each array leaves it when it is handed out.
+        self._cached: tuple[int, dict[str, np.ndarray]] | None = None
         self._closed = False
         #: The owner's DDict processes, parents first: orchestrator, its group, managers.
         self._processes = processes(dd) if owner else []
@@ -128,21 +235,32 @@ class DDictTransport:
         return self._manager(placement(key, self.managers))
 
     def put(self, key: Key, array: np.ndarray) -> None:
+        self.put_many([(key, array)])
+
+    def _store(self, key: Key, array: np.ndarray) -> None:
         with translated(key.name()):
             self._handle(key)[key.name()] = array
 
     def get(self, key: Key) -> np.ndarray:
         try:
+            if self.by_sim and isinstance(key, SampleKey):
+                return self._from_bundle(key)
             with translated(key.name()):
                 return np.asarray(self._handle(key)[key.name()])
         except KeyError:
             raise KeyNotFoundError(f"{key.name()} is not in the DDict.") from None
 
     def put_many(self, items: Sequence[tuple[Key, np.ndarray]]) -> None:
-        """With ``batch``, stream each manager's puts and wait for one reply, not one each."""
+        """Store each array; ``by_sim`` holds samples until their simulation's last step.
+
+        With ``batch``, stream each manager's puts and wait for one reply, not one each.
+        """
+        if self.by_sim:
+            self._hold(items)
+            return
         if not self.batch or len(items) < 2:
             for key, array in items:
-                self.put(key, array)
+                self._store(key, array)
             return
         by_manager: dict[int, list[tuple[Key, np.ndarray]]] = {}
         for key, array in items:
@@ -157,21 +275,89 @@ class DDictTransport:
                 finally:
                     handle.end_batch_put()
 
+    def _hold(self, items: Sequence[tuple[Key, np.ndarray]]) -> None:
+        """Keep samples (the arrays themselves, no copy); store a simulation at its last step."""
+        ended = set()
+        for key, array in items:
+            if not isinstance(key, SampleKey):
+                self._store(key, array)
+                continue
+            self._pending.setdefault(key.sim, {})[key.name()] = array
+            if key.step == STEPS - 1:
+                ended.add(key.sim)
+        for sim in ended:
+            held = self._pending[sim]
+            if all(SampleKey(sim, STEPS - 1, k).name() in held for k in ("input", "target")):
+                self._flush(sim)
+
+    def _flush(self, sim: int) -> None:
+        """Store simulation ``sim``'s held samples as its bundle, one DDict value."""
+        bundle = self._pending.pop(sim)
+        if sim in self._stored:  # stored before (a read flushed it): keep what is there
+            bundle = {**self._bundle(sim), **bundle}
+        with translated(f"the samples of simulation {sim}"):
+            self._bundles(sim)[bundle_key(sim)] = bundle
+        self._stored.add(sim)
+        if self._cached is not None and self._cached[0] == sim:
+            self._cached = None
+
+    def _flush_all(self) -> None:
+        """A client reads its own puts: store what it holds before it looks."""
+        for sim in list(self._pending):
+            self._flush(sim)
+
+    def _bundle(self, sim: int) -> dict[str, np.ndarray]:
+        """Simulation ``sim``'s stored bundle (empty when there is none)."""
+        try:
+            with translated(f"the samples of simulation {sim}"):
+                return dict(self._bundles(sim)[bundle_key(sim)])
+        except KeyError:
+            return {}
+
+    def _from_bundle(self, key: SampleKey) -> np.ndarray:
+        """One array of ``key``'s bundle; a trainer reads a whole simulation in one get."""
+        self._flush_all()
+        name = key.name()
+        if self._cached is None or self._cached[0] != key.sim or name not in self._cached[1]:
+            self._cached = (key.sim, self._bundle(key.sim))
+        return self._cached[1].pop(name)
+
     def get_many(self, keys: Sequence[Key]) -> list[np.ndarray]:
         return [self.get(key) for key in keys]
 
     def exists(self, key: Key) -> bool:
+        if self.by_sim and isinstance(key, SampleKey):
+            self._flush_all()
+            return key.name() in self._bundle(key.sim)
         with translated(key.name()):
             return key.name() in self._handle(key)
 
     def keys(self, prefix: str = "") -> list[str]:
         if self._closed:
             return []
+        self._flush_all()
         with translated("the key listing"):
             names = list(self._dd.keys())
-        return sorted(k for k in names if isinstance(k, str) and k.startswith(prefix))
+        found = []
+        for name in (k for k in names if isinstance(k, str)):
+            sim = bundle_sim(name)
+            found += [name] if sim is None else list(self._bundle(sim))
+        return sorted(k for k in found if k.startswith(prefix))
 
     def delete(self, key: Key) -> None:
+        if self.by_sim and isinstance(key, SampleKey):
+            self._flush_all()
+            self._cached = None
+            bundle = self._bundle(key.sim)
+            if bundle.pop(key.name(), None) is None:
+                return
+            handle = self._bundles(key.sim)
+            with translated(f"the samples of simulation {key.sim}"):
+                if bundle:
+                    handle[bundle_key(key.sim)] = bundle
+                else:
+                    handle.pop(bundle_key(key.sim))
+            return
         with contextlib.suppress(KeyError), translated(key.name()):
             self._handle(key).pop(key.name())
 
@@ -202,11 +388,14 @@ class DDictTransport:
         """
         if self._closed:
             return
+        with contextlib.suppress(TransportError):  # its trainers then find the samples lost
+            self._flush_all()
         self._closed = True
-        for handle in self._handles.values():
+        self._cached = None
+        for handle in [*self._handles.values(), *self._bundle_handles.values()]:
             with contextlib.suppress(Exception):
                 handle.detach()
-        self._handles = {}
+        self._handles, self._bundle_handles = {}, {}
         if not self.owner:
             with contextlib.suppress(Exception):
                 self._dd.detach()
@@ -226,7 +415,12 @@ class DDictTransport:
             self._dd.destroy()
 
     def config(self) -> DDictSpec:
-        return DDictSpec(descriptor=self._dd.serialize(), managers=self.managers, batch=self.batch)
+        return DDictSpec(
+            descriptor=self._dd.serialize(),
+            managers=self.managers,
+            batch=self.batch,
+            by_sim=self.by_sim,
+        )
 
     def _manager(self, m: int) -> Any:
         """The client directed at manager ``m`` (one attachment per manager, reused)."""
@@ -234,6 +428,14 @@ class DDictTransport:
             with translated("a manager connection"):
                 self._handles[m] = self._dd.manager(m)
         return self._handles[m]
+
+    def _bundles(self, sim: int) -> Any:
+        """The ``RawArrays`` client directed at simulation ``sim``'s manager."""
+        m = sim % self.managers
+        if m not in self._bundle_handles:
+            with translated("a manager connection"):
+                self._bundle_handles[m] = self._raw.manager(m)
+        return self._bundle_handles[m]
 
     def publish(self, entry: Published) -> None:
         """Store one index record (streaming mode; see the module docstring)."""
@@ -243,6 +445,18 @@ class DDictTransport:
 
     def subscribe(self, num_sims: int) -> DDictIndexReader:
         return DDictIndexReader(self, num_sims)
+
+
+def bundle_key(sim: int) -> str:
+    return f"s{sim:06d}/samples"
+
+
+def bundle_sim(name: str) -> int | None:
+    """The simulation whose bundle ``name`` is, or ``None`` for any other key."""
+    head, _, tail = name.partition("/")
+    if tail != "samples" or not head.startswith("s") or not head[1:].isdigit():
+        return None
+    return int(head[1:])
 
 
 def index_key(sim: int, position: int) -> str:
@@ -286,6 +500,7 @@ class DDictSpec(ClientSpec):
     descriptor: str
     managers: int
     batch: bool = False
+    by_sim: bool = False
 
     def connect(self) -> DDictTransport:
         # Dragon: an optional extra that works only inside its runtime; imported where used.
@@ -293,7 +508,7 @@ class DDictSpec(ClientSpec):
 
         with translated("attaching to the dictionary"):
             dd = DDict.attach(self.descriptor, timeout=TIMEOUT_S)
-        return DDictTransport(dd, self.managers, self.batch)
+        return DDictTransport(dd, self.managers, self.batch, by_sim=self.by_sim)
 
 
 def processes(dd: Any) -> list[int]:
@@ -381,6 +596,12 @@ class DDictConfig(TransportConfig):
         description="write each sample's two arrays as one DDict batch put (measured slower "
         "than two puts for 2 MiB arrays, see bench/dragon_ddict.py)",
     )
+    ddict_layout: Literal["sample", "simulation"] = Field(
+        "sample",
+        description="'simulation': one DDict value per simulation, stored at its last step "
+        "and read whole (phased mode only; a simulation's samples are readable only once "
+        "it ends); 'sample': a value per array, readable as soon as it is put",
+    )
 
     def unavailable_reason(self) -> str | None:
         return missing_reason()
@@ -388,9 +609,15 @@ class DDictConfig(TransportConfig):
     def total_bytes(self, ctx: RunContext) -> int:
         managers = self.ddict_managers_per_node * ctx.nodes
         # A plain int: DDict refuses int subclasses such as ByteSize.
-        return int(self.ddict_mem or managers * manager_bytes(ctx.data_bytes, managers))
+        by_sim = self.ddict_layout == "simulation"
+        return int(self.ddict_mem or managers * manager_bytes(ctx.data_bytes, managers, by_sim))
 
     def check(self, ctx: RunContext) -> None:
+        if self.ddict_layout == "simulation" and ctx.mode != "phased":
+            raise UsageError(
+                "--ddict-layout simulation stores a simulation's samples only when it ends, "
+                f"so it works with --mode phased, not --mode {ctx.mode}."
+            )
         if self.ddict_mem is not None and self.ddict_mem < ctx.data_bytes:
             raise UsageError(
                 f"--ddict-mem {self.ddict_mem.human_readable()} is less than the "
@@ -409,4 +636,7 @@ class DDictConfig(TransportConfig):
         require_runtime("The ddict transport")
         dd = create(self.ddict_managers_per_node, ctx.nodes, self.total_bytes(ctx), ctx.run_dir)
         managers = self.ddict_managers_per_node * ctx.nodes
-        return DDictTransport(dd, managers, self.ddict_batch, owner=True, home=ctx.run_dir)
+        by_sim = self.ddict_layout == "simulation"
+        return DDictTransport(
+            dd, managers, self.ddict_batch, owner=True, home=ctx.run_dir, by_sim=by_sim
+        )
