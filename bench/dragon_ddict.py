@@ -347,11 +347,24 @@ def simferry_run(
         t0 = time.perf_counter()
         summary = read_summary(execute(cfg))
         summary["with_teardown_s"] = time.perf_counter() - t0
-    keys = ("sim_run_s", "sim_io_s", "train_run_s", "train_io_s", "wall_s", "with_teardown_s")
+    keys = (*KEYS, "with_teardown_s")
     return {k: float(summary[k]) for k in keys}
 
 
-KEYS = ("sim_run_s", "sim_io_s", "train_run_s", "train_io_s", "wall_s")
+KEYS = ("sim_run_s", "sim_io_s", "train_run_s", "train_io_s", "train_convert_s", "wall_s")
+
+
+def before_workflows(args: argparse.Namespace) -> None:
+    """Parts 0-2: the IO patterns, then (unless ``--patterns``) the bandwidth tables."""
+    print_patterns(patterns(args.num_sims, args.grid_size, args.rounds))
+    if args.patterns:
+        return
+    print("\n| DDict array | put GB/s | batched put GB/s | get GB/s |\n|---|---|---|---|")
+    for label, put, batch, get in bandwidth(args.repeats):
+        print(f"| {label} | {put} | {batch} | {get} |")
+    print("\n| simferry put_many | one put each GB/s | one batch GB/s |\n|---|---|---|")
+    for label, plain, batched in pair_bandwidth(args.repeats):
+        print(f"| {label} | {plain:.2f} | {batched:.2f} |")
 
 
 def main() -> None:
@@ -363,20 +376,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="rounds of the IO patterns")
     p.add_argument("--patterns", action="store_true", help="only the IO patterns (part 0)")
     p.add_argument("--e2e-rounds", type=int, default=2, help="rounds of whole workflows")
+    p.add_argument("--workflows", action="store_true", help="only the whole workflows (part 3)")
     args = p.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print_patterns(patterns(args.num_sims, args.grid_size, args.rounds))
-    if args.patterns:
-        return
-    print("\n| DDict array | put GB/s | batched put GB/s | get GB/s |\n|---|---|---|---|")
-    for label, put, batch, get in bandwidth(args.repeats):
-        print(f"| {label} | {put} | {batch} | {get} |")
-    print("\n| simferry put_many | one put each GB/s | one batch GB/s |\n|---|---|---|")
-    for label, plain, batched in pair_bandwidth(args.repeats):
-        print(f"| {label} | {plain:.2f} | {batched:.2f} |")
     work = (args.num_sims, args.grid_size, args.step_seconds)
     runs: dict[str, list[dict[str, float]]] = {}
-    runs["bare Dragon + DDict (a value per array)"] = [bare_run(*work)]
+    if not args.workflows:
+        before_workflows(args)
+        if args.patterns:
+            return
+        runs["bare Dragon + DDict (a value per array)"] = [bare_run(*work)]
     # The reference's workflow beside simferry's, alternated round by round.
     sys.path.insert(0, str(Path(__file__).parent))
     import cloudpickle
@@ -397,19 +406,22 @@ def main() -> None:
         f"\nnum_sims {args.num_sims}, grid {args.grid_size}, step {args.step_seconds} s, "
         f"medians of {args.e2e_rounds} alternated rounds (the bare run: once)"
     )
-    print("| | sim run / IO | sim IO x ref | train run / IO | train IO x ref | wall |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| | sim run / IO | sim IO x ref | train run / IO | train IO x ref | float32 "
+        "conversion | wall |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, rs in runs.items():
-        m = {k: float(np.median([r[k] for r in rs])) for k in KEYS}
+        m = {k: float(np.median([r.get(k, np.nan) for r in rs])) for k in KEYS}
         print(
             f"| {name} | {m['sim_run_s']:.2f} / {m['sim_io_s']:.3f} | "
             f"{m['sim_io_s'] / ref['sim_io_s']:.2f} | {m['train_run_s']:.2f} / "
             f"{m['train_io_s']:.3f} | {m['train_io_s'] / ref['train_io_s']:.2f} | "
-            f"{m['wall_s']:.2f} |"
+            f"{m['train_convert_s']:.3f} | {m['wall_s']:.2f} |"
         )
     print(
-        "(train IO: the reference's and the bare run's are gets only; simferry's includes "
-        "landing the data in its float32 buffer, see the patterns table for reads alone)"
+        "(train IO: gets and the weights' save; the float32 conversion is timed apart on "
+        "both sides; the bare run's train IO is its gets only and it times no conversion)"
     )
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 

@@ -15,7 +15,7 @@ two ways, reproduced here as they are written there:
   its ten inputs and its ten targets as two Python lists after its last step (16 puts for
   8 simulations); one trainer (a pool of one: no GPUs here) iterates the DDict's keys and
   gets each list (16 gets), its IO timed around the get only, as there; the float32
-  conversion is timed apart (``convert_s``); the weights are put back into the DDict.
+  conversion is timed apart (``train_convert_s``); the weights are put back into the DDict.
 
 Only the data path is the reference's: workers, torch warm-up, the simulation and the
 training loop are simferry's own (process pools forked like ``--launcher local``, torch
@@ -212,7 +212,7 @@ def run_ddict(num_sims: int, grid: int, step_s: float, trainers: int) -> dict[st
         "sim_io_s": float(np.mean(sim_io)),
         "train_run_s": train_run,
         "train_io_s": float(np.mean([o[0] for o in outs])),
-        "convert_s": float(np.mean([o[1] for o in outs])),
+        "train_convert_s": float(np.mean([o[1] for o in outs])),
         "trainer_rss": max(o[2] for o in outs),
         "wall_s": time.perf_counter() - t_start,
     }
