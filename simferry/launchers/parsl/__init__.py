@@ -58,7 +58,7 @@ PARSL_PROCESSES = ("interchange", "process_worker_pool")
 #: How long local worker pools may take to connect before the run is declared broken;
 #: also how long the other pools of a batch job may lag behind its first one.
 LOCAL_CONNECT_TIMEOUT_S = 120.0
-#: Heartbeats of every pool, and the silence after which a pool on a batch node is lost.
+#: Heartbeats of pools on batch nodes, and the silence after which a pool is lost.
 HEARTBEAT_S = 5
 LOST_AFTER_S = 30
 
@@ -417,15 +417,11 @@ class ParslConfig(LauncherConfig):
             # wait (``step_seconds``), so they are not limited to one per core.
             "cores_per_worker": 0.001,
             "prefetch_capacity": 0,
-            # A pool's manager keeps the last message the interchange sent it until the
-            # next one arrives, a heartbeat reply when no task follows: with Parsl's 30 s
-            # a pass-by-value trainer's whole dataset stayed there through its epoch.
-            "heartbeat_period": HEARTBEAT_S,
         }
         if self.provider != "local":
             # A pool on another node that dies is noticed only by its missing heartbeats:
-            # Parsl's default (lost after 120 s) leaves a run waiting minutes.
-            common["heartbeat_threshold"] = LOST_AFTER_S
+            # Parsl's default (30 s apart, lost after 120 s) leaves a run waiting minutes.
+            common |= {"heartbeat_period": HEARTBEAT_S, "heartbeat_threshold": LOST_AFTER_S}
         sims = HighThroughputExecutor(
             label=LABELS["sim"],
             provider=self._provider(plan.nodes),
