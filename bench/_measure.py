@@ -35,13 +35,15 @@ def _tree(proc: psutil.Process) -> list[psutil.Process]:
 
 
 def _marked(marker: str, seen: set[int]) -> list[psutil.Process]:
-    """Processes outside the tree whose command line names ``marker`` (Parsl's worker
-    pools are started detached, so they are not children of the run)."""
-    out = []
+    """Processes outside the tree whose command line names ``marker``, with their children
+    (Parsl's worker pools are started detached, so they are not children of the run; their
+    workers are spawned by multiprocessing, whose command lines do not name it)."""
+    out: dict[int, psutil.Process] = {}
     for p in psutil.process_iter(["cmdline"]):
         if p.pid not in seen and any(marker in a for a in p.info["cmdline"] or ()):
-            out.append(p)
-    return out
+            out[p.pid] = p
+            out.update((c.pid, c) for c in _tree(p)[1:] if c.pid not in seen)
+    return list(out.values())
 
 
 def measure(

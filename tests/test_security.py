@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import os
-import pickle
 import stat
 import time
 from pathlib import Path
@@ -222,12 +221,12 @@ def test_no_code_path_unpickles_foreign_data() -> None:
 
 def test_futures_blobs_round_trip_only_arrays() -> None:
     """The one unpickling path reads what a task of this run produced with ``drain``."""
-    from simferry.transports.futures import FuturesTransport
+    from simferry.transports.futures import FuturesTransport, unpack
 
     t = FuturesTransport()
     t.put(SampleKey(1, 2, "input"), np.ones(3))
     blob = t.drain()
-    assert set(pickle.loads(blob)) == {"s000001/0002-input"}
+    assert set(unpack(blob)) == {"s000001/0002-input"}
 
 
 # --- the data directory a user names must not be open to tampering

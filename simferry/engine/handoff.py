@@ -6,6 +6,11 @@ arrived with the task's arguments, runs the body, and returns what the body put 
 the result. The engine times what the task cannot see: the hand-off from submission to
 the task starting with its data, and from the task's end to its result being usable
 (``time_handoff``); for a shared store both are part of the launcher, not of IO.
+
+The engine hands blobs over as an ``Inbound``. Parsl's worker and ``ProcessPoolExecutor``
+keep a task's deserialized arguments referenced until the task returns, so a plain list
+of blobs would stay in a trainer for its whole epoch beside the float32 buffer made from
+it: one more copy of the dataset in the process that holds the most already.
 """
 
 from __future__ import annotations
@@ -28,6 +33,33 @@ class Carries(Protocol):
 R = TypeVar("R", bound=Carries)
 
 
+class Inbound(list[bytes]):
+    """Blobs handed to a task by value, which the task may give up once it has loaded them.
+
+    Only a copy that arrived by pickling (``moved``) is emptied by ``take``: the one in the
+    main process is what a retry submits again.
+    """
+
+    moved = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_moved, (list(self),))
+
+
+def _moved(blobs: list[bytes]) -> Inbound:
+    inbound = Inbound(blobs)
+    inbound.moved = True
+    return inbound
+
+
+def take(inbound: Sequence[bytes]) -> list[bytes]:
+    """The blobs of ``inbound``, emptying it when it is a moved ``Inbound`` (see above)."""
+    blobs = list(inbound)
+    if isinstance(inbound, Inbound) and inbound.moved:
+        inbound.clear()
+    return blobs
+
+
 def carry(
     spec: Any, body: Callable[..., R], client: ClientSpec, inbound: Sequence[bytes], /, *args: Any
 ) -> R:
@@ -44,8 +76,10 @@ def carry(
         if not isinstance(transport, ByValue):
             return body(transport, spec, *args)
         t0 = time.perf_counter()
-        for blob in inbound:
-            transport.load(blob)
+        blobs = take(inbound)
+        blobs.reverse()
+        while blobs:  # held only by the transport from here on
+            transport.load(blobs.pop())
         loading = time.perf_counter() - t0
         result = body(transport, spec, *args)
         rec = result.record

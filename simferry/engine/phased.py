@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from simferry.engine.handoff import arrived, carry, keep
+from simferry.engine.handoff import Inbound, arrived, carry, keep
 from simferry.engine.results import Mode, ModeResult, PhaseResult
 from simferry.engine.retry import Task, gather
 from simferry.errors import Interrupted, RunFailure
@@ -75,7 +75,9 @@ class PhasedRun(Mode):
         futures = {}
         for i in range(launcher.trainers):
             spec = TrainSpec(i, per_node, w.grid_size, w.samples, launcher.gpus, w.seed)
-            submit = self.submitter("train", spec, trainer_task, client, payloads, manifest)
+            submit = self.submitter(
+                "train", spec, trainer_task, client, Inbound(payloads), manifest
+            )
             task = Task(f"Trainer {i}", submit)
             futures[task.start()] = task
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simferry.config import RunConfig
-from simferry.engine.handoff import arrived, carry, keep
+from simferry.engine.handoff import Inbound, arrived, carry, keep
 from simferry.engine.progress import Progress
 from simferry.engine.results import Mode, ModeResult, PhaseResult
 from simferry.engine.retry import Task, gather, lost_errors, task_failure
@@ -317,7 +317,8 @@ class ByValueStream:
                 chain.idle_since = None
             submit = functools.partial(
                 self.run_.launcher.submit, "train", carry, chain.spec, train_batch_task,
-                self.client, [blob for _, blob in batch], chain.state, [e for e, _ in batch], final,
+                self.client, Inbound(blob for _, blob in batch), chain.state, [e for e, _ in batch],
+                final,
             )  # fmt: skip
             task = Task(f"Trainer {chain.spec.trainer}", submit)
             self.launch("train", chain.spec.trainer, task)

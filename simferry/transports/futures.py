@@ -5,7 +5,11 @@ returns it pickled with the task's result (``drain``); the engine hands those bl
 tasks that read them, as arguments, and their client unpickles them (``load``). Blobs are
 unpickled one at a time, when a read first needs one, and an array that arrived by value
 is handed out once and then dropped: a trainer never holds every simulation's arrays at
-once. Serialization is timed inside the workers, and the hand-off (task end -> result
+once. A blob is pickle protocol 5 with its arrays' bytes out of band, laid after the
+pickle in the same bytes object: a launcher moves one ``bytes`` per task as before, and
+the arrays unpickled from it are read-only views into it, not copies (unpickling the
+old in-band form copied every array once more). A blob lives while any array of it is
+unread. Serialization is timed inside the workers, and the hand-off (task end -> result
 usable; submit -> trainer start) by timestamps in the engine, so this transport's IO time
 is a number, not "NA".
 
@@ -21,6 +25,7 @@ runs as a chain of one-batch tasks carrying its model and optimizer state by val
 from __future__ import annotations
 
 import pickle
+import struct
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -59,7 +64,7 @@ class FuturesTransport:
         """Unpickle loaded blobs until ``name`` is among the received arrays (or none are left)."""
         while name not in self._received and self._pending:
             t0 = time.perf_counter()
-            self._received.update(pickle.loads(self._pending.popleft()))
+            self._received.update(unpack(self._pending.popleft()))
             self._load_s += time.perf_counter() - t0
         return name in self._received
 
@@ -91,7 +96,7 @@ class FuturesTransport:
 
     def drain(self) -> bytes:
         """Serialize and forget everything put so far (what a task returns by value)."""
-        blob = pickle.dumps(self._store, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pack(self._store)
         self._store = {}
         return blob
 
@@ -108,6 +113,48 @@ class FuturesTransport:
 
     def config(self) -> FuturesSpec:
         return FuturesSpec()
+
+
+#: Offsets of the sections in a blob are multiples of this: views on it stay aligned.
+ALIGN = 64
+
+
+def _padded(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def pack(arrays: dict[str, np.ndarray]) -> bytes:
+    """``arrays`` as one blob: a count and section sizes, the pickle, each array's bytes.
+
+    One copy of the arrays' bytes, the ``join``: pickling them out of band copies nothing.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(arrays, protocol=5, buffer_callback=buffers.append)
+    sections = [memoryview(head), *(b.raw() for b in buffers)]
+    index = struct.pack(f"<{len(sections) + 1}Q", len(sections), *(s.nbytes for s in sections))
+    parts: list[bytes | memoryview] = [index]
+    offset = len(index)
+    for section in sections:
+        pad = _padded(offset) - offset
+        parts += [bytes(pad), section]
+        offset += pad + section.nbytes
+    return b"".join(parts)
+
+
+def unpack(blob: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a ``pack`` blob, as read-only views into it (no copy)."""
+    view = memoryview(blob)
+    (count,) = struct.unpack_from("<Q", view)
+    sizes = struct.unpack_from(f"<{count}Q", view, 8)
+    offset = 8 * (count + 1)
+    sections = []
+    for size in sizes:
+        offset = _padded(offset)
+        sections.append(view[offset : offset + size])
+        offset += size
+    head, *buffers = sections
+    arrays: dict[str, np.ndarray] = pickle.loads(head, buffers=buffers)
+    return arrays
 
 
 class FuturesSpec(ClientSpec):
