@@ -36,7 +36,9 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from typing import Any
 
@@ -96,32 +98,47 @@ def trainer(
 
     start = time.time()
     io_s = max(0.0, start - submitted) if input_list is not None else 0.0
-    convert_s = 0.0
     if input_list is not None:
         t0 = time.perf_counter()
         inputs = torch.from_numpy(np.array(input_list)).unsqueeze(1).float()
         targets = torch.from_numpy(np.array(output_list)).unsqueeze(1).float()
-        convert_s += time.perf_counter() - t0
+        convert_s = time.perf_counter() - t0
     else:
-        ins, outs = [], []
-        for name in sorted(os.listdir(data)):
-            t0 = time.perf_counter()
-            arrays = np.load(f"{data}/{name}", allow_pickle=False)
-            t1 = time.perf_counter()
-            tensor = torch.from_numpy(np.array(arrays)).unsqueeze(1).float()
-            (ins if name.startswith("inputs") else outs).append(tensor)
-            io_s += t1 - t0
-            convert_s += time.perf_counter() - t1
-        t0 = time.perf_counter()
-        inputs, targets = torch.cat(ins, dim=0), torch.cat(outs, dim=0)
-        convert_s += time.perf_counter() - t0
-        del ins, outs
+        files = sorted(os.listdir(data))
+        reads = ((n, partial(np.load, f"{data}/{n}", allow_pickle=False)) for n in files)
+        inputs, targets, read_s, convert_s = read_lists(reads)
+        io_s += read_s
     result = train_epoch(trainer, Tensors(inputs, targets))
     t0 = time.perf_counter()
     torch.save(result.model.state_dict(), f"{data}/model_{trainer}.pt")
     io_s += time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return start, io_s, time.time(), peak, convert_s
+
+
+def read_lists(reads: Iterable[tuple[str, Callable[[], Any]]]) -> tuple[Any, Any, float, float]:
+    """The reference trainers' loop over stored lists: (inputs, targets, read s, convert s).
+
+    Each named list (``inputs_*`` or ``outputs_*``) is read, timed as IO, then stacked into
+    a float32 tensor, timed as conversion, as is the final concatenation; the file
+    system and DDict trainers differ only in how a list is read.
+    """
+    import torch
+
+    ins, outs = [], []
+    read_s = convert_s = 0.0
+    for name, read in reads:
+        t0 = time.perf_counter()
+        arrays = read()
+        t1 = time.perf_counter()
+        tensor = torch.from_numpy(np.array(arrays)).unsqueeze(1).float()
+        (ins if name.startswith("inputs") else outs).append(tensor)
+        read_s += t1 - t0
+        convert_s += time.perf_counter() - t1
+    t0 = time.perf_counter()
+    inputs, targets = torch.cat(ins, dim=0), torch.cat(outs, dim=0)
+    convert_s += time.perf_counter() - t0
+    return inputs, targets, read_s, convert_s
 
 
 def ddict_setup(dd: Any) -> None:
@@ -151,27 +168,16 @@ def ddict_trainer(trainer: int) -> tuple[float, float, int]:
     """One reference trainer on the DDict: (get seconds, conversion seconds, peak RSS)."""
     import multiprocessing as mp
 
-    import torch
-
     from simferry.workload.training import set_threads, train_epoch
 
     set_threads(1)
     dd = mp.current_process().stash["ddict"]  # type: ignore[attr-defined]
-    ins, outs = [], []
-    io_s = convert_s = 0.0
-    for key in dd.keys():  # noqa: SIM118 -- as the reference iterates
-        if isinstance(key, str) and key.startswith(("inputs", "outputs")):
-            t0 = time.perf_counter()
-            arrays = dd[key]
-            t1 = time.perf_counter()
-            tensor = torch.from_numpy(np.array(arrays)).unsqueeze(1).float()
-            (ins if key.startswith("inputs") else outs).append(tensor)
-            io_s += t1 - t0
-            convert_s += time.perf_counter() - t1
-    t0 = time.perf_counter()
-    inputs, targets = torch.cat(ins, dim=0), torch.cat(outs, dim=0)
-    convert_s += time.perf_counter() - t0
-    del ins, outs
+    reads = (
+        (key, partial(dd.__getitem__, key))
+        for key in dd.keys()  # noqa: SIM118 -- as the reference iterates
+        if isinstance(key, str) and key.startswith(("inputs", "outputs"))
+    )
+    inputs, targets, io_s, convert_s = read_lists(reads)
     result = train_epoch(trainer, Tensors(inputs, targets))
     t0 = time.perf_counter()
     dd[f"model_{trainer}"] = result.model.state_dict()
