@@ -130,7 +130,7 @@ def test_writer_killed_mid_step_fails_cleanly_leaving_nothing(
     tmp_path: Path, transport: str, flag: str, value: str
 ) -> None:
     """A simulation SIGKILLed right after writing step 4, with no retry: the run fails
-    with one sentence, and no process (server, staged writer, port) nor file is left."""
+    with one sentence, and no process (server, SST writer, port) nor file is left."""
     usable(transport, flag, value)
     proc = start_cli(
         "run", "--transport", transport, flag, value, "--retries", "0", *SMALL, "--quiet",

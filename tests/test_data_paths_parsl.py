@@ -1,7 +1,7 @@
 """ProxyStore and ADIOS2 under the real Parsl launcher: every connector and engine.
 
 Under Parsl the data path's processes are spread out: simulations and trainers run in
-Parsl's worker pools (their own sessions), SST's staged writers are children of a
+Parsl's worker pools (their own sessions), SST's writer processes are children of a
 simulation worker, the ZeroMQ and redis servers children of simferry. Every process of a
 run carries a marker in its environment (inherited by all of them), which is how these
 tests find them all, watch the addresses they listen on while the run lasts, and prove

@@ -11,10 +11,11 @@ dtype and rank, plus a small ``meta`` variable with the sample's step number).
   readers through SST, with the WAN (EVPath sockets) data plane and socket control
   plane on loopback; only a small contact file ``s<sim>.sst`` touches the data
   directory. Loopback is only the address in that contact file: EVPath binds its
-  listening sockets to every interface (no SST or environment setting changes that in
-  adios2 2.12), and SST has no authentication, so while a run lasts its writers and
-  readers can be reached from the network (the transports guide says so). SST delivers every step to every reader connected when it is written,
-  so the writer waits (``RendezvousReaderCount``) until all trainers joined.
+  sockets to every interface (no SST or environment setting changes that in adios2
+  2.12), and SST has no authentication, so while a run lasts its writers and readers
+  can be reached from the network (the transports guide says so). SST delivers every
+  step to every reader connected when it is written, so the writer waits
+  (``RendezvousReaderCount``) until all trainers joined.
 
 Several trainers, each reading all data: every trainer is one independent ADIOS2 reader
 of every simulation's stream, so N simulations and T trainers make N writers and N x T
@@ -24,12 +25,25 @@ launcher that queued some behind others would leave the first ones waiting, and 
 reads fail after ``READ_WAIT_S``). Readers read a stream in step order (a stream has no random
 access); what was read ahead is kept until asked for, and each step is handed out once.
 
+Every SST stream has a writer process of its own (``WriterProcess``), fed the steps
+through a pipe. EVPath keeps per-process connection state that goes stale once a
+process's last SST stream closed: a second stream written later from the same worker
+(pool and Parsl workers run many simulations) had trainers' queries delivered to the
+wrong process, which then crashed (seen under load on 2 cores: the contact's stream
+pointer belonged to another worker). One stream per process never reuses that state,
+and a crash in a writer fails its simulation instead of killing the worker. The same
+misdelivery still happens, rarely and only under heavy load, between fresh writer
+processes when one started after another had ended (2 runs in 40 with 6 busy loops on
+2 cores; none in 24 when every simulation had a worker of its own, all alive at once;
+ENet as the control transport crashed as often, elsewhere): the run then fails with one sentence
+naming the stream instead of hanging.
+
 Phased mode with SST: the simulation phase ends before any trainer exists, but an SST
-writer can only hand its steps to readers that are connected. So an SST writer runs in a
-thread of the simulation's worker process: ``put`` queues the step there and returns, the
-thread opens the stream, waits for the trainers, sends, and closes. The worker process
-holds the data in memory until then (like a staging server); launchers that stop
-simulation workers after their phase (Dragon) cannot serve this and are refused.
+writer can only hand its steps to readers that are connected. So a phased writer process
+keeps the steps (``buffered``), outlives the simulation's task, then opens the stream,
+waits for the trainers, sends, and exits. It holds the data in memory until then (like a
+staging server); launchers that stop simulation workers after their phase (Dragon)
+cannot serve this and are refused.
 
 Streaming index (``--mode streaming``): the stream itself. After a data step a
 simulation writes a publication step (``meta`` = step, checksum, 1), and its end is the
@@ -40,7 +54,7 @@ Trained weights are small BP5 files ``w<trainer>.bp`` for both engines (the main
 reads them after the trainers ended, when no SST reader is left).
 
 IO figures: BP5 simulation IO is writing its steps to the file system; SST simulation IO
-is only queueing the step for the writer thread, the transfer itself lands in the
+is piping the step to its writer process, the transfer itself lands in the
 trainers' read time (which also includes waiting for slower readers of the same stream).
 The owner removes the data directory (files, contact files) on every exit path; SST
 ports close with the processes that opened them.
@@ -50,13 +64,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import shutil
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
@@ -81,6 +96,7 @@ from simferry.transports.common import (
     check_memory,
     die_with_parent,
     make_data_dir,
+    stop_process,
 )
 from simferry.transports.exceptions import KeyNotFoundError, TransportError
 from simferry.transports.index import END, Backoff, Published
@@ -92,7 +108,7 @@ def _import_bindings() -> Any:
 
     ``import adios2`` imports torch and cupy when they are installed, for integrations
     simferry does not use: 2.5 s instead of 0.15 s here, paid by every simulation worker
-    and by each staged SST writer. Both are hidden for that one import only.
+    and by each SST writer process. Both are hidden for that one import only.
     """
     hidden = {m: sys.modules.get(m) for m in ("torch", "cupy") if m not in sys.modules}
     for name in hidden:
@@ -115,7 +131,7 @@ ab = _import_bindings()
 Engine = Literal["bp5", "sst"]
 #: Longest wait for the next step of a stream a reader needs (phased reads).
 READ_WAIT_S = 300.0
-#: Longest wait for a staged SST writer to open its stream before a key counts as missing.
+#: Longest wait for a phased SST writer to open its stream before a key counts as missing.
 APPEAR_WAIT_S = 30.0
 #: How long a reader retries opening an SST stream whose writer did not answer yet.
 OPEN_RETRY_S = 60.0
@@ -178,20 +194,26 @@ class StreamWriter:
 HEADER = struct.Struct("<I")
 
 
-class StagedWriter:
-    """An SST writer that outlives its simulation task (phased mode; module docstring).
+class WriterProcess:
+    """An SST writer in a process of its own, one per stream (module docstring).
 
-    It is a child process of the simulation's worker: the steps go to it through a pipe
-    as raw bytes (no pickles), it keeps them in memory until the stream ends, then opens
-    the stream, waits for every trainer, sends and exits. (The ADIOS2 bindings hold the
-    GIL while SST waits for readers, so a thread could not do this.) It dies with the
-    worker (``PR_SET_PDEATHSIG``) and keeps out of a terminal's Ctrl-C.
+    The steps go to it through a pipe as raw bytes (no pickles). ``buffered`` (phased
+    runs): it keeps every step in memory until the stream ends, then opens the stream,
+    waits for every trainer, sends and exits, outliving the simulation's task. Otherwise
+    (streaming) it opens the stream at the first step and sends each step as it comes, and
+    ``close`` waits until the trainers took them all. (The ADIOS2 bindings hold the GIL
+    while SST waits for readers, so a thread could not do this.) It dies with the worker
+    (``PR_SET_PDEATHSIG``) and keeps out of a terminal's Ctrl-C.
     """
 
-    def __init__(self, path: Path, readers: int) -> None:
+    def __init__(self, path: Path, readers: int, buffered: bool) -> None:
         self.path = path
+        self.buffered = buffered
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        code = f"from simferry.transports.adios2 import stage; stage({str(path)!r}, {readers})"
+        code = (
+            "from simferry.transports.adios2 import stage; "
+            f"stage({str(path)!r}, {readers}, {buffered})"
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code],
             stdin=subprocess.PIPE,
@@ -209,21 +231,43 @@ class StagedWriter:
             self.proc.stdin.write(HEADER.pack(len(head)) + head)
             for _, array in items:
                 self.proc.stdin.write(array.reshape(-1).view(np.uint8).data)
+            self.proc.stdin.flush()  # the whole step, now: a trainer may be waiting for it
         except BrokenPipeError:
             raise TransportError(f"The ADIOS2 SST writer of {self.path.name} died.") from None
 
     def close(self) -> None:
-        """End the stream; the writer process finishes on its own once the readers took it."""
+        """End the stream; a streaming writer's end waits until the trainers took it."""
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
+        if not self.buffered and self.proc.wait() != 0:
+            raise TransportError(
+                f"The ADIOS2 SST writer of {self.path.name} failed "
+                f"(exit status {self.proc.returncode}) before its trainers took every step."
+            )
+
+    def abandon(self) -> None:
+        """Stop a writer whose simulation failed: its stream must not look complete."""
+        if self.buffered:
+            self.close()
+        else:
+            stop_process(self.proc)
 
 
-def stage(path: str, readers: int) -> None:
-    """The staged SST writer process: read every step from stdin, then serve them."""
+def stage(path: str, readers: int, buffered: bool = True) -> None:
+    """The SST writer process (``WriterProcess``): read steps from stdin and serve them."""
     # sys.stdin.buffer is a BufferedReader (it has readinto); typeshed says BinaryIO.
     src = cast(io.BufferedReader, sys.stdin.buffer)
-    steps: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+    steps: Iterable[tuple[dict[str, np.ndarray], np.ndarray]] = _read_steps(src)
+    if buffered:
+        steps = list(steps)
+    writer = StreamWriter(Path(path), "sst", readers)
+    for arrays, meta in steps:
+        writer.write(arrays, meta)
+    writer.close()
+
+
+def _read_steps(src: io.BufferedReader) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     while head := src.read(HEADER.size):
         (size,) = HEADER.unpack(head)
         arrays: dict[str, np.ndarray] = {}
@@ -231,22 +275,28 @@ def stage(path: str, readers: int) -> None:
             array = np.empty(shape, np.dtype(dtype))
             src.readinto(array.reshape(-1).view(np.uint8).data)
             arrays[name] = array
-        steps.append((arrays, arrays.pop(META)))
-    writer = StreamWriter(Path(path), "sst", readers)
-    for arrays, meta in steps:
-        writer.write(arrays, meta)
-    writer.close()
+        yield arrays, arrays.pop(META)
+
+
+_READER_IDS = itertools.count()
 
 
 class StreamReader:
     """One ADIOS2 reader of one stream, reading steps in order."""
 
     def __init__(self, adios: Any, path: Path, engine: Engine) -> None:
-        self.io = adios.DeclareIO(f"r-{path.name}-{id(self)}")
+        # A name used once: a failed Open leaves its IO declared, and a retry's object
+        # could get the same id().
+        name = f"r-{path.name}-{next(_READER_IDS)}"
+        self.io = adios.DeclareIO(name)
         self.io.SetEngine("SST" if engine == "sst" else "BP5")
         if engine == "sst":
             self.io.SetParameters(_sst_params(1))
-        self.handle = self.io.Open(str(path), ab.Mode.Read)
+        try:
+            self.handle = self.io.Open(str(path), ab.Mode.Read)
+        except RuntimeError:
+            adios.RemoveIO(name)
+            raise
         self.ended = False
         self.samples = 0
 
@@ -297,7 +347,7 @@ class Adios2Transport(HeldByName):
         self.spec = spec
         self.root = spec.root
         self.owner = owner
-        self._writers: dict[int, StreamWriter | StagedWriter] = {}
+        self._writers: dict[int, StreamWriter | WriterProcess] = {}
         self._readers: dict[int, StreamReader] = {}
         self.held: dict[str, np.ndarray] = {}
         self._adios: Any = None
@@ -325,12 +375,12 @@ class Adios2Transport(HeldByName):
         """Set how many trainers read every stream (an SST writer waits for all of them)."""
         self.spec = self.spec.model_copy(update={"readers": max(1, readers)})
 
-    def _writer(self, sim: int) -> StreamWriter | StagedWriter:
+    def _writer(self, sim: int) -> StreamWriter | WriterProcess:
         writer = self._writers.get(sim)
         if writer is None:
             path = self.stream_path(sim)
-            if self.spec.engine == "sst" and self.spec.staged:
-                writer = StagedWriter(path, self.spec.readers)
+            if self.spec.engine == "sst":
+                writer = WriterProcess(path, self.spec.readers, buffered=self.spec.staged)
             else:
                 writer = StreamWriter(path, self.spec.engine, self.spec.readers)
             self._writers[sim] = writer
@@ -436,7 +486,7 @@ class Adios2Transport(HeldByName):
         if isinstance(key, WeightsKey):
             return self._read_weights(key)
         deadline = time.monotonic() + READ_WAIT_S
-        # A staged SST writer opens its stream a moment after its task ended.
+        # A phased SST writer opens its stream a moment after its task ended.
         appear = time.monotonic() + (APPEAR_WAIT_S if self.spec.staged else 0.0)
         while name not in self.held:
             reader = self.reader(key.sim)
@@ -485,7 +535,10 @@ class Adios2Transport(HeldByName):
         self.held = {}
         for writer in self._writers.values():
             with contextlib.suppress(Exception):
-                writer.close()
+                if isinstance(writer, WriterProcess):
+                    writer.abandon()  # still open here: its task failed before the end
+                else:
+                    writer.close()
         self._writers = {}
         if self.owner:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -526,7 +579,7 @@ class Adios2Spec(ClientSpec):
     root: Path
     engine: Engine
     readers: int = 1
-    #: Phased SST: writers outlive their tasks (``StagedWriter``).
+    #: Phased SST: writers outlive their tasks (``WriterProcess``, buffered).
     staged: bool = False
 
     def connect(self) -> Adios2Transport:

@@ -189,3 +189,54 @@ def test_writer_killed_mid_stream_shows_only_whole_steps_and_leaves_nothing(
         owner.close()
     assert not owner.root.exists()
     assert descendants() <= before
+
+
+def test_each_sst_stream_has_a_writer_process_of_its_own(run_ctx: RunContext) -> None:
+    """A worker that writes one stream after another never writes two from one process.
+
+    EVPath's per-process state goes stale once a process's last SST stream closed, and a
+    later stream from that process had trainers' queries delivered to another worker,
+    which crashed (module docstring); pool and Parsl workers run many simulations.
+    """
+    owner = adios2.Adios2Config(adios2_engine="sst").start(replace(run_ctx, mode="streaming"))
+    client = owner.config().connect()
+    try:
+        pids = []
+        for sim in range(2):
+            inp, target = sample(sim, 0)
+            client.put_many(
+                [(SampleKey(sim, 0, "input"), inp), (SampleKey(sim, 0, "target"), target)]
+            )
+            pids.append(client._writers[sim].proc.pid)
+        assert len(set(pids)) == 2 and os.getpid() not in pids
+        assert set(pids) <= descendants()
+    finally:
+        client.close()
+        owner.close()
+
+
+def test_a_streaming_writer_whose_task_failed_is_stopped_not_awaited(run_ctx: RunContext) -> None:
+    """A task that fails before its stream's end closes its client: the writer, which
+    would wait for a trainer that may never read, is stopped and the stream fails."""
+    before = descendants()
+    owner = adios2.Adios2Config(adios2_engine="sst").start(replace(run_ctx, mode="streaming"))
+    try:
+        reader = owner.subscribe(num_sims=1)
+        client = owner.config().connect()
+        inp, target = sample(0, 0)
+        client.put_many([(SampleKey(0, 0, "input"), inp), (SampleKey(0, 0, "target"), target)])
+        client.publish(Published(0, 0, 1000))
+        deadline = time.monotonic() + 30
+        while owner.reader(0) is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the writer's stream is open and has its reader
+        t0 = time.monotonic()
+        client.close()  # no END: its task failed
+        assert time.monotonic() - t0 < 10
+        got: list[Published] = []
+        with pytest.raises(adios2.TransportError):
+            while reader.pending and time.monotonic() < deadline:
+                got += reader.poll(0.5)
+        assert END not in [e.step for e in got]
+    finally:
+        owner.close()
+    assert descendants() <= before
