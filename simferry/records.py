@@ -107,22 +107,24 @@ class TaskRecord:
     @contextlib.contextmanager
     def io(self, part: IoPart = "transfer", nbytes: int = 0) -> Iterator[None]:
         """Time a transport call; the sum of these is the task's IO time."""
-        t0 = time.perf_counter()
         try:
-            yield
+            with self._timed(f"{part}_s"):
+                yield
         finally:
-            elapsed = time.perf_counter() - t0
-            setattr(self, f"{part}_s", getattr(self, f"{part}_s") + elapsed)
             self.bytes += nbytes
 
-    @contextlib.contextmanager
-    def converting(self) -> Iterator[None]:
+    def converting(self) -> contextlib.AbstractContextManager[None]:
         """Time the float32 conversion of data already read (see ``convert_s``)."""
+        return self._timed("convert_s")
+
+    @contextlib.contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        """Add the block's wall time to the field ``name``, even when it raises."""
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.convert_s += time.perf_counter() - t0
+            setattr(self, name, getattr(self, name) + time.perf_counter() - t0)
 
     def finish(self) -> TaskRecord:
         self.end = time.time()

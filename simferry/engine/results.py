@@ -54,9 +54,6 @@ class ModeResult:
     check: Callable[[TrainOutcome], None] | None = None
 
 
-def mean_io(records: list[TaskRecord]) -> float:
-    return float(np.mean([r.io_s for r in records])) if records else 0.0
-
-
-def mean_convert(records: list[TaskRecord]) -> float:
-    return float(np.mean([r.convert_s for r in records])) if records else 0.0
+def mean_of(records: list[TaskRecord], name: str) -> float:
+    """The mean of the measure ``name`` (``io_s``, ``convert_s``) over ``records``; 0 if none."""
+    return float(np.mean([getattr(r, name) for r in records])) if records else 0.0

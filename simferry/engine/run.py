@@ -24,7 +24,7 @@ from simferry.config import RunConfig
 from simferry.engine.memory import need_bytes
 from simferry.engine.phased import PhasedRun
 from simferry.engine.progress import NullProgress, Progress
-from simferry.engine.results import ModeResult, mean_convert, mean_io
+from simferry.engine.results import ModeResult, mean_of
 from simferry.engine.signals import SignalGuard, signals_as_exceptions, signals_ignored
 from simferry.engine.streaming import StreamingRun
 from simferry.errors import Interrupted, RunFailure, UsageError
@@ -149,10 +149,10 @@ def mode_summary(cfg: RunConfig, launcher: Launcher, result: ModeResult) -> dict
     sims, train = result.sims, result.train
     return {
         "sim_run_s": sims.run_s,
-        "sim_io_s": mean_io(sims.records),
+        "sim_io_s": mean_of(sims.records, "io_s"),
         "train_run_s": train.run_s,
-        "train_io_s": mean_io(train.records),
-        "train_convert_s": mean_convert(train.records),
+        "train_io_s": mean_of(train.records, "io_s"),
+        "train_convert_s": mean_of(train.records, "convert_s"),
         "samples_expected": expected,
         "verified_samples": {str(o.record.index): o.verified for o in outcomes},
         "losses": {str(o.record.index): o.loss for o in outcomes},

@@ -190,6 +190,10 @@ class StreamWriter:
             self.handle.Close()
             self.handle = None
 
+    def release(self) -> None:
+        """The client closes: a file stream ends as written (see ``WriterProcess``)."""
+        self.close()
+
 
 HEADER = struct.Struct("<I")
 
@@ -246,15 +250,17 @@ class WriterProcess:
                 f"(exit status {self.proc.returncode}) before its trainers took every step."
             )
 
-    def abandon(self) -> None:
-        """Stop a writer whose simulation failed: its stream must not look complete."""
+    def release(self) -> None:
+        """The client closes with this stream still open: a phased stream ends here as
+        written; a streaming one never got its end because its task failed, so its writer
+        is stopped (the stream must not look complete, and no trainer may be waited for)."""
         if self.buffered:
             self.close()
         else:
             stop_process(self.proc)
 
 
-def stage(path: str, readers: int, buffered: bool = True) -> None:
+def stage(path: str, readers: int, buffered: bool) -> None:
     """The SST writer process (``WriterProcess``): read steps from stdin and serve them."""
     # sys.stdin.buffer is a BufferedReader (it has readinto); typeshed says BinaryIO.
     src = cast(io.BufferedReader, sys.stdin.buffer)
@@ -535,10 +541,7 @@ class Adios2Transport(HeldByName):
         self.held = {}
         for writer in self._writers.values():
             with contextlib.suppress(Exception):
-                if isinstance(writer, WriterProcess):
-                    writer.abandon()  # still open here: its task failed before the end
-                else:
-                    writer.close()
+                writer.release()
         self._writers = {}
         if self.owner:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -215,8 +215,8 @@ class DDictTransport:
         #: The client bundle handles are made from: it serializes with ``RawArrays``.
         #: Kept for the transport's life: a DDict copy detaches shared channels when freed.
         self._raw = dd.pickler(value_pickler=RawArrays)
-        self._handles: dict[int, Any] = {}
-        self._bundle_handles: dict[int, Any] = {}
+        #: Manager handles by (``RawArrays`` client or not, manager): each made once.
+        self._handles: dict[tuple[bool, int], Any] = {}
         #: ``by_sim``: samples put but not stored yet, by simulation, and the simulations
         #: this client stored (a later put to one of them merges into its bundle).
         self._pending: dict[int, dict[str, np.ndarray]] = {}
@@ -392,10 +392,10 @@ class DDictTransport:
             self._flush_all()
         self._closed = True
         self._cached = None
-        for handle in [*self._handles.values(), *self._bundle_handles.values()]:
+        for handle in self._handles.values():
             with contextlib.suppress(Exception):
                 handle.detach()
-        self._handles, self._bundle_handles = {}, {}
+        self._handles = {}
         if not self.owner:
             with contextlib.suppress(Exception):
                 self._dd.detach()
@@ -422,20 +422,17 @@ class DDictTransport:
             by_sim=self.by_sim,
         )
 
-    def _manager(self, m: int) -> Any:
-        """The client directed at manager ``m`` (one attachment per manager, reused)."""
-        if m not in self._handles:
+    def _manager(self, m: int, raw: bool = False) -> Any:
+        """The client directed at manager ``m``, the ``RawArrays`` one if ``raw`` (one
+        attachment per manager and client, reused)."""
+        if (raw, m) not in self._handles:
             with translated("a manager connection"):
-                self._handles[m] = self._dd.manager(m)
-        return self._handles[m]
+                self._handles[raw, m] = (self._raw if raw else self._dd).manager(m)
+        return self._handles[raw, m]
 
     def _bundles(self, sim: int) -> Any:
         """The ``RawArrays`` client directed at simulation ``sim``'s manager."""
-        m = sim % self.managers
-        if m not in self._bundle_handles:
-            with translated("a manager connection"):
-                self._bundle_handles[m] = self._raw.manager(m)
-        return self._bundle_handles[m]
+        return self._manager(sim % self.managers, raw=True)
 
     def publish(self, entry: Published) -> None:
         """Store one index record (streaming mode; see the module docstring)."""

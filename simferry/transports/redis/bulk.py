@@ -157,6 +157,12 @@ class BulkReader:
             raise redis.exceptions.ConnectionError("Connection closed by server.")
         return data
 
+    def _refill(self) -> None:
+        """Drop what was consumed from the small buffer and append the next ``recv``."""
+        del self.pending[: self.pos]
+        self.pos = 0
+        self.pending += self._recv(HEADER_READ)
+
     def _line(self) -> bytes:
         while True:
             end = self.pending.find(b"\r\n", self.pos)
@@ -164,9 +170,7 @@ class BulkReader:
                 line = bytes(self.pending[self.pos : end])
                 self.pos = end + 2
                 return line
-            del self.pending[: self.pos]
-            self.pos = 0
-            self.pending += self._recv(HEADER_READ)
+            self._refill()
 
     def _into(self, view: memoryview) -> None:
         """Fill ``view`` exactly: first from what is buffered, then straight from the socket."""
@@ -190,9 +194,7 @@ class BulkReader:
 
     def _crlf(self) -> None:
         while len(self.pending) - self.pos < 2:
-            del self.pending[: self.pos]
-            self.pos = 0
-            self.pending += self._recv(HEADER_READ)
+            self._refill()
         if self.pending[self.pos : self.pos + 2] != b"\r\n":
             raise redis.exceptions.ConnectionError("reply out of step (no CRLF after a value)")
         self.pos += 2
